@@ -1,0 +1,284 @@
+//! Hand-written mapping between the Rust types and `apache_avro::types::Value`.
+//! Field order follows the `.avsc` files exactly.
+
+use crate::types::*;
+use apache_avro::types::Value;
+
+pub trait AvroRecord: Sized {
+    fn to_value(&self) -> Value;
+    fn from_value(v: Value) -> Result<Self, String>;
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+fn rec(fields: Vec<(&str, Value)>) -> Value {
+    Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+fn opt_str(v: &Option<String>) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(x) => Value::Union(1, Box::new(s(x))),
+    }
+}
+
+fn hlc_value(h: &Hlc) -> Value {
+    rec(vec![
+        ("physical_ms", Value::Long(h.physical_ms)),
+        ("logical", Value::Int(h.logical)),
+    ])
+}
+
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn of(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Record(f) => Ok(Fields(f)),
+            other => Err(format!("expected record, got {other:?}")),
+        }
+    }
+    fn take(&mut self, name: &str) -> Result<Value, String> {
+        let i = self
+            .0
+            .iter()
+            .position(|(k, _)| k == name)
+            .ok_or_else(|| format!("missing field {name}"))?;
+        Ok(std::mem::replace(&mut self.0[i].1, Value::Null))
+    }
+    fn string(&mut self, name: &str) -> Result<String, String> {
+        match self.take(name)? {
+            Value::String(x) => Ok(x),
+            other => Err(format!("field {name}: expected string, got {other:?}")),
+        }
+    }
+    fn long(&mut self, name: &str) -> Result<i64, String> {
+        match self.take(name)? {
+            Value::Long(x) | Value::TimestampMillis(x) => Ok(x),
+            Value::Int(x) => Ok(x as i64),
+            other => Err(format!("field {name}: expected long, got {other:?}")),
+        }
+    }
+    fn int(&mut self, name: &str) -> Result<i32, String> {
+        match self.take(name)? {
+            Value::Int(x) => Ok(x),
+            other => Err(format!("field {name}: expected int, got {other:?}")),
+        }
+    }
+    fn optional(&mut self, name: &str) -> Result<Option<Value>, String> {
+        match self.take(name)? {
+            Value::Union(_, b) => match *b {
+                Value::Null => Ok(None),
+                x => Ok(Some(x)),
+            },
+            Value::Null => Ok(None),
+            x => Ok(Some(x)),
+        }
+    }
+    fn opt_string(&mut self, name: &str) -> Result<Option<String>, String> {
+        match self.optional(name)? {
+            None => Ok(None),
+            Some(Value::String(x)) => Ok(Some(x)),
+            Some(other) => Err(format!("field {name}: expected string, got {other:?}")),
+        }
+    }
+    fn enum_index(&mut self, name: &str) -> Result<u32, String> {
+        match self.take(name)? {
+            Value::Enum(i, _) => Ok(i),
+            other => Err(format!("field {name}: expected enum, got {other:?}")),
+        }
+    }
+}
+
+fn hlc_from(v: Value) -> Result<Hlc, String> {
+    let mut f = Fields::of(v)?;
+    Ok(Hlc {
+        physical_ms: f.long("physical_ms")?,
+        logical: f.int("logical")?,
+    })
+}
+
+fn op_value(op: &Op) -> Value {
+    let (i, v) = match op {
+        Op::CounterAdd { delta } => (0, rec(vec![("delta", Value::Long(*delta))])),
+        Op::RegisterPut { value } => (1, rec(vec![("value", s(value))])),
+        Op::ScoreSubmit { player, score } => (
+            2,
+            rec(vec![("player", s(player)), ("score", Value::Long(*score))]),
+        ),
+        Op::StockAdd { qty } => (3, rec(vec![("qty", Value::Long(*qty))])),
+        Op::Reserve { order_id, qty } => (
+            4,
+            rec(vec![("order_id", s(order_id)), ("qty", Value::Long(*qty))]),
+        ),
+        Op::Release { order_id } => (5, rec(vec![("order_id", s(order_id))])),
+        Op::MessagePost { author, text } => {
+            (6, rec(vec![("author", s(author)), ("text", s(text))]))
+        }
+        Op::Heartbeat => (7, rec(vec![])),
+    };
+    Value::Union(i, Box::new(v))
+}
+
+fn op_from(v: Value) -> Result<Op, String> {
+    let (i, inner) = match v {
+        Value::Union(i, b) => (i, *b),
+        other => return Err(format!("op: expected union, got {other:?}")),
+    };
+    let mut f = Fields::of(inner)?;
+    Ok(match i {
+        0 => Op::CounterAdd {
+            delta: f.long("delta")?,
+        },
+        1 => Op::RegisterPut {
+            value: f.string("value")?,
+        },
+        2 => Op::ScoreSubmit {
+            player: f.string("player")?,
+            score: f.long("score")?,
+        },
+        3 => Op::StockAdd { qty: f.long("qty")? },
+        4 => Op::Reserve {
+            order_id: f.string("order_id")?,
+            qty: f.long("qty")?,
+        },
+        5 => Op::Release {
+            order_id: f.string("order_id")?,
+        },
+        6 => Op::MessagePost {
+            author: f.string("author")?,
+            text: f.string("text")?,
+        },
+        7 => Op::Heartbeat,
+        n => return Err(format!("op: unknown union branch {n}")),
+    })
+}
+
+impl AvroRecord for Event {
+    fn to_value(&self) -> Value {
+        rec(vec![
+            ("event_id", s(&self.event_id)),
+            ("key", s(&self.key)),
+            ("op", op_value(&self.op)),
+            ("region", opt_str(&self.region)),
+            (
+                "client_time_ms",
+                match self.client_time_ms {
+                    None => Value::Union(0, Box::new(Value::Null)),
+                    Some(t) => Value::Union(1, Box::new(Value::TimestampMillis(t))),
+                },
+            ),
+            (
+                "hlc",
+                match &self.hlc {
+                    None => Value::Union(0, Box::new(Value::Null)),
+                    Some(h) => Value::Union(1, Box::new(hlc_value(h))),
+                },
+            ),
+            ("refusal", opt_str(&self.refusal)),
+        ])
+    }
+
+    fn from_value(v: Value) -> Result<Self, String> {
+        let mut f = Fields::of(v)?;
+        Ok(Event {
+            event_id: f.string("event_id")?,
+            key: f.string("key")?,
+            op: op_from(f.take("op")?)?,
+            region: f.opt_string("region")?,
+            client_time_ms: match f.optional("client_time_ms")? {
+                None => None,
+                Some(Value::Long(t)) | Some(Value::TimestampMillis(t)) => Some(t),
+                Some(other) => return Err(format!("client_time_ms: {other:?}")),
+            },
+            hlc: f.optional("hlc")?.map(hlc_from).transpose()?,
+            refusal: f.opt_string("refusal")?,
+        })
+    }
+}
+
+impl AvroRecord for ReconciledEvent {
+    fn to_value(&self) -> Value {
+        rec(vec![
+            ("event", self.event.to_value()),
+            (
+                "outcome",
+                Value::Enum(
+                    self.outcome.index(),
+                    Outcome::SYMBOLS[self.outcome.index() as usize].to_owned(),
+                ),
+            ),
+            ("reason", opt_str(&self.reason)),
+            ("state_json", s(&self.state_json)),
+        ])
+    }
+
+    fn from_value(v: Value) -> Result<Self, String> {
+        let mut f = Fields::of(v)?;
+        Ok(ReconciledEvent {
+            event: Event::from_value(f.take("event")?)?,
+            outcome: match f.enum_index("outcome")? {
+                0 => Outcome::Applied,
+                1 => Outcome::Refused,
+                2 => Outcome::Revoked,
+                n => return Err(format!("outcome: unknown symbol {n}")),
+            },
+            reason: f.opt_string("reason")?,
+            state_json: f.string("state_json")?,
+        })
+    }
+}
+
+impl AvroRecord for Conflict {
+    fn to_value(&self) -> Value {
+        rec(vec![
+            ("conflict_id", s(&self.conflict_id)),
+            ("key", s(&self.key)),
+            (
+                "kind",
+                Value::Enum(self.kind as u32, self.kind.as_str().to_owned()),
+            ),
+            ("event_id", s(&self.event_id)),
+            (
+                "regions",
+                Value::Array(self.regions.iter().map(|r| s(r)).collect()),
+            ),
+            ("winner", opt_str(&self.winner)),
+            ("loser", opt_str(&self.loser)),
+            ("detail", s(&self.detail)),
+            ("hlc", hlc_value(&self.hlc)),
+            ("reconcile_latency_ms", Value::Long(self.reconcile_latency_ms)),
+        ])
+    }
+
+    fn from_value(v: Value) -> Result<Self, String> {
+        let mut f = Fields::of(v)?;
+        Ok(Conflict {
+            conflict_id: f.string("conflict_id")?,
+            key: f.string("key")?,
+            kind: match f.enum_index("kind")? {
+                0 => ConflictKind::RegisterConcurrent,
+                1 => ConflictKind::ReservationRevoked,
+                2 => ConflictKind::CrossRegionDuplicate,
+                3 => ConflictKind::ClockSkew,
+                n => return Err(format!("kind: unknown symbol {n}")),
+            },
+            event_id: f.string("event_id")?,
+            regions: match f.take("regions")? {
+                Value::Array(items) => items
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(x) => Ok(x),
+                        other => Err(format!("regions: {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?,
+                other => return Err(format!("regions: {other:?}")),
+            },
+            winner: f.opt_string("winner")?,
+            loser: f.opt_string("loser")?,
+            detail: f.string("detail")?,
+            hlc: hlc_from(f.take("hlc")?)?,
+            reconcile_latency_ms: f.long("reconcile_latency_ms")?,
+        })
+    }
+}

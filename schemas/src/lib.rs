@@ -1,0 +1,19 @@
+//! The product's outside contract: the Avro schemas in `avro/`, their Rust types,
+//! and the Avro single-object codec (0xC3 0x01, CRC-64-AVRO fingerprint, binary datum).
+//!
+//! Every schema is parsed once per process (see [`codec`]); values are converted to and
+//! from `apache_avro::types::Value` by hand so that unions map onto Rust enums exactly.
+
+pub mod codec;
+mod convert;
+mod types;
+
+pub use codec::{Codec, DecodeError, EncodeError};
+pub use types::*;
+
+/// Schema texts, as shipped in `schemas/avro/`.
+pub mod avsc {
+    pub const EVENT: &str = include_str!("../avro/event.avsc");
+    pub const RECONCILED_EVENT: &str = include_str!("../avro/reconciled_event.avsc");
+    pub const CONFLICT: &str = include_str!("../avro/conflict.avsc");
+}

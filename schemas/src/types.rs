@@ -1,0 +1,149 @@
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+
+/// Hybrid logical clock timestamp. Ordered by (physical_ms, logical).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Hlc {
+    pub physical_ms: i64,
+    pub logical: i32,
+}
+
+impl Hlc {
+    pub const ZERO: Hlc = Hlc {
+        physical_ms: 0,
+        logical: 0,
+    };
+    pub fn new(physical_ms: i64, logical: i32) -> Self {
+        Hlc {
+            physical_ms,
+            logical,
+        }
+    }
+}
+
+impl Ord for Hlc {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.physical_ms, self.logical).cmp(&(other.physical_ms, other.logical))
+    }
+}
+impl PartialOrd for Hlc {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The change an event carries: one branch of the `op` union.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Op {
+    CounterAdd { delta: i64 },
+    RegisterPut { value: String },
+    ScoreSubmit { player: String, score: i64 },
+    StockAdd { qty: i64 },
+    Reserve { order_id: String, qty: i64 },
+    Release { order_id: String },
+    MessagePost { author: String, text: String },
+    /// In-band watermark in `history`; never valid on `events`.
+    Heartbeat,
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::CounterAdd { .. } => "CounterAdd",
+            Op::RegisterPut { .. } => "RegisterPut",
+            Op::ScoreSubmit { .. } => "ScoreSubmit",
+            Op::StockAdd { .. } => "StockAdd",
+            Op::Reserve { .. } => "Reserve",
+            Op::Release { .. } => "Release",
+            Op::MessagePost { .. } => "MessagePost",
+            Op::Heartbeat => "Heartbeat",
+        }
+    }
+}
+
+/// The event envelope (`Event` in `avro/event.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: String,
+    pub key: String,
+    pub op: Op,
+    pub region: Option<String>,
+    pub client_time_ms: Option<i64>,
+    pub hlc: Option<Hlc>,
+    /// Set by a processor that refused the op from its regional view, with the reason.
+    pub refusal: Option<String>,
+}
+
+impl Event {
+    pub fn new(event_id: impl Into<String>, key: impl Into<String>, op: Op) -> Self {
+        Event {
+            event_id: event_id.into(),
+            key: key.into(),
+            op,
+            region: None,
+            client_time_ms: None,
+            hlc: None,
+            refusal: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    Applied,
+    Refused,
+    Revoked,
+}
+
+impl Outcome {
+    pub const SYMBOLS: [&'static str; 3] = ["APPLIED", "REFUSED", "REVOKED"];
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+/// One record of `reconciled`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconciledEvent {
+    pub event: Event,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    /// Merged state of the aggregate after this event, canonical JSON.
+    pub state_json: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConflictKind {
+    RegisterConcurrent,
+    ReservationRevoked,
+    CrossRegionDuplicate,
+    ClockSkew,
+}
+
+impl ConflictKind {
+    pub const SYMBOLS: [&'static str; 4] = [
+        "REGISTER_CONCURRENT",
+        "RESERVATION_REVOKED",
+        "CROSS_REGION_DUPLICATE",
+        "CLOCK_SKEW",
+    ];
+    pub fn as_str(self) -> &'static str {
+        Self::SYMBOLS[self as usize]
+    }
+}
+
+/// One record of `conflicts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub conflict_id: String,
+    pub key: String,
+    pub kind: ConflictKind,
+    pub event_id: String,
+    pub regions: Vec<String>,
+    pub winner: Option<String>,
+    pub loser: Option<String>,
+    pub detail: String,
+    pub hlc: Hlc,
+    pub reconcile_latency_ms: i64,
+}
