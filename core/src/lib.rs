@@ -1,1 +1,10 @@
+//! I/O-free logic shared by the processor and the reconciler: the hybrid logical clock,
+//! the aggregates (apply + merge), and the reconciled order. No Kafka, no RocksDB.
 
+pub mod aggregate;
+pub mod clock;
+pub mod order;
+
+pub use aggregate::{AggState, Applied, Family, InvalidOp};
+pub use clock::{Clock, HlcClock, ManualClock, SystemClock};
+pub use order::OrderKey;

@@ -1,0 +1,290 @@
+//! The five built-in aggregates of DESIGN.md. One key holds one family; `apply` is the
+//! fold step used both by the processor (regional view) and by the reconciler (merge in
+//! reconciled order), so both sides compute the same state from the same sequence.
+
+use rf_schemas::{Event, Hlc, Op};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+pub const LEADERBOARD_TOP_K: usize = 10;
+pub const CHANNEL_LAST_N: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Family {
+    Counter,
+    Register,
+    Leaderboard,
+    Inventory,
+    Channel,
+}
+
+impl Family {
+    pub fn of(op: &Op) -> Option<Family> {
+        Some(match op {
+            Op::CounterAdd { .. } => Family::Counter,
+            Op::RegisterPut { .. } => Family::Register,
+            Op::ScoreSubmit { .. } => Family::Leaderboard,
+            Op::StockAdd { .. } | Op::Reserve { .. } | Op::Release { .. } => Family::Inventory,
+            Op::MessagePost { .. } => Family::Channel,
+            Op::Heartbeat => return None,
+        })
+    }
+}
+
+/// Why an op is bad input (it goes to the dead-letter topic, never into history).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidOp {
+    #[error("op {op} does not belong to the {family:?} aggregate this key holds")]
+    WrongFamily { op: &'static str, family: Family },
+    #[error("heartbeat ops are reserved for history")]
+    ReservedOp,
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+}
+
+impl InvalidOp {
+    pub fn class(&self) -> &'static str {
+        match self {
+            InvalidOp::WrongFamily { .. } => "wrong_family",
+            InvalidOp::ReservedOp => "reserved_op",
+            InvalidOp::InvalidValue(_) => "invalid_value",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// The op was valid but its effect could not be granted (e.g. a reservation the
+    /// available stock cannot cover). Recorded, not dropped.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub author: String,
+    pub text: String,
+}
+
+/// Folded state of one aggregate key. Serialises to canonical JSON (ordered maps).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "aggregate", rename_all = "snake_case")]
+pub enum AggState {
+    Counter {
+        total: i64,
+    },
+    Register {
+        value: String,
+        region: Option<String>,
+        hlc: Option<Hlc>,
+    },
+    Leaderboard {
+        /// Best score per player.
+        best: BTreeMap<String, i64>,
+    },
+    Inventory {
+        available: i64,
+        reserved: BTreeMap<String, i64>,
+    },
+    Channel {
+        count: u64,
+        last: VecDeque<Message>,
+    },
+}
+
+impl AggState {
+    pub fn family(&self) -> Family {
+        match self {
+            AggState::Counter { .. } => Family::Counter,
+            AggState::Register { .. } => Family::Register,
+            AggState::Leaderboard { .. } => Family::Leaderboard,
+            AggState::Inventory { .. } => Family::Inventory,
+            AggState::Channel { .. } => Family::Channel,
+        }
+    }
+
+    fn empty(family: Family) -> AggState {
+        match family {
+            Family::Counter => AggState::Counter { total: 0 },
+            Family::Register => AggState::Register {
+                value: String::new(),
+                region: None,
+                hlc: None,
+            },
+            Family::Leaderboard => AggState::Leaderboard {
+                best: BTreeMap::new(),
+            },
+            Family::Inventory => AggState::Inventory {
+                available: 0,
+                reserved: BTreeMap::new(),
+            },
+            Family::Channel => AggState::Channel {
+                count: 0,
+                last: VecDeque::new(),
+            },
+        }
+    }
+
+    /// Top K players by best score (ties by player name), for leaderboards.
+    pub fn top_k(&self) -> Vec<(String, i64)> {
+        match self {
+            AggState::Leaderboard { best } => {
+                let mut v: Vec<_> = best.iter().map(|(p, s)| (p.clone(), *s)).collect();
+                v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                v.truncate(LEADERBOARD_TOP_K);
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("state serialises")
+    }
+
+    pub fn from_json(s: &str) -> Result<AggState, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+}
+
+/// Validate an op against the key's current state without changing it.
+pub fn validate(state: Option<&AggState>, op: &Op) -> Result<Family, InvalidOp> {
+    let family = Family::of(op).ok_or(InvalidOp::ReservedOp)?;
+    if let Some(s) = state {
+        if s.family() != family {
+            return Err(InvalidOp::WrongFamily {
+                op: op.name(),
+                family: s.family(),
+            });
+        }
+    }
+    match op {
+        Op::StockAdd { qty } | Op::Reserve { qty, .. } if *qty <= 0 => Err(
+            InvalidOp::InvalidValue(format!("quantity must be positive, got {qty}")),
+        ),
+        Op::Reserve { order_id, .. } | Op::Release { order_id } if order_id.is_empty() => {
+            Err(InvalidOp::InvalidValue("empty order_id".into()))
+        }
+        _ => Ok(family),
+    }
+}
+
+/// Apply one event (already stamped) to the key's state. `Refused` leaves state unchanged.
+pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
+    let family = validate(state.as_ref(), &ev.op)?;
+    let s = state.get_or_insert_with(|| AggState::empty(family));
+    Ok(match (s, &ev.op) {
+        (AggState::Counter { total }, Op::CounterAdd { delta }) => {
+            *total = total.saturating_add(*delta);
+            Applied::Applied
+        }
+        (AggState::Register { value, region, hlc }, Op::RegisterPut { value: v }) => {
+            *value = v.clone();
+            *region = ev.region.clone();
+            *hlc = ev.hlc;
+            Applied::Applied
+        }
+        (AggState::Leaderboard { best }, Op::ScoreSubmit { player, score }) => {
+            let e = best.entry(player.clone()).or_insert(*score);
+            *e = (*e).max(*score);
+            Applied::Applied
+        }
+        (AggState::Inventory { available, .. }, Op::StockAdd { qty }) => {
+            *available += qty;
+            Applied::Applied
+        }
+        (AggState::Inventory { available, reserved }, Op::Reserve { order_id, qty }) => {
+            if reserved.contains_key(order_id) {
+                Applied::Refused(format!("order {order_id} already holds a reservation"))
+            } else if *qty > *available {
+                Applied::Refused(format!(
+                    "reservation of {qty} exceeds available {available}"
+                ))
+            } else {
+                *available -= qty;
+                reserved.insert(order_id.clone(), *qty);
+                Applied::Applied
+            }
+        }
+        (AggState::Inventory { available, reserved }, Op::Release { order_id }) => {
+            match reserved.remove(order_id) {
+                Some(q) => {
+                    *available += q;
+                    Applied::Applied
+                }
+                None => Applied::Refused(format!("order {order_id} holds no reservation")),
+            }
+        }
+        (AggState::Channel { count, last }, Op::MessagePost { author, text }) => {
+            *count += 1;
+            last.push_back(Message {
+                author: author.clone(),
+                text: text.clone(),
+            });
+            while last.len() > CHANNEL_LAST_N {
+                last.pop_front();
+            }
+            Applied::Applied
+        }
+        _ => unreachable!("validate() checked the family"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(op: Op) -> Event {
+        Event::new("e", "k", op)
+    }
+
+    #[test]
+    fn counter_sums() {
+        let mut s = None;
+        for d in [1, 2, -1] {
+            apply(&mut s, &ev(Op::CounterAdd { delta: d })).unwrap();
+        }
+        assert_eq!(s, Some(AggState::Counter { total: 2 }));
+    }
+
+    #[test]
+    fn wrong_family_is_invalid() {
+        let mut s = None;
+        apply(&mut s, &ev(Op::CounterAdd { delta: 1 })).unwrap();
+        let err = apply(&mut s, &ev(Op::RegisterPut { value: "x".into() })).unwrap_err();
+        assert_eq!(err.class(), "wrong_family");
+    }
+
+    #[test]
+    fn inventory_never_oversells() {
+        let mut s = None;
+        apply(&mut s, &ev(Op::StockAdd { qty: 3 })).unwrap();
+        let r = |id: &str, q| Op::Reserve { order_id: id.into(), qty: q };
+        assert_eq!(apply(&mut s, &ev(r("a", 2))).unwrap(), Applied::Applied);
+        assert!(matches!(apply(&mut s, &ev(r("b", 2))).unwrap(), Applied::Refused(_)));
+        apply(&mut s, &ev(Op::Release { order_id: "a".into() })).unwrap();
+        assert_eq!(apply(&mut s, &ev(r("b", 2))).unwrap(), Applied::Applied);
+        assert!(apply(&mut s, &ev(Op::StockAdd { qty: -1 })).is_err());
+    }
+
+    #[test]
+    fn leaderboard_keeps_best_and_top_k() {
+        let mut s = None;
+        for i in 0..15 {
+            apply(&mut s, &ev(Op::ScoreSubmit { player: format!("p{i:02}"), score: i })).unwrap();
+        }
+        apply(&mut s, &ev(Op::ScoreSubmit { player: "p00".into(), score: 100 })).unwrap();
+        apply(&mut s, &ev(Op::ScoreSubmit { player: "p00".into(), score: 1 })).unwrap();
+        let top = s.unwrap().top_k();
+        assert_eq!(top.len(), LEADERBOARD_TOP_K);
+        assert_eq!(top[0], ("p00".into(), 100));
+    }
+
+    #[test]
+    fn state_json_round_trips() {
+        let mut s = None;
+        apply(&mut s, &ev(Op::MessagePost { author: "a".into(), text: "t".into() })).unwrap();
+        let s = s.unwrap();
+        assert_eq!(AggState::from_json(&s.to_json()).unwrap(), s);
+    }
+}
