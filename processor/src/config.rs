@@ -1,0 +1,121 @@
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Processor settings. Built from flags / env / a TOML file by `main`, then `validate`d.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub region: String,
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub events_topic: String,
+    pub history_topic: String,
+    pub dlq_topic: String,
+    pub state_dir: PathBuf,
+    pub commit_interval_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub max_record_bytes: usize,
+    pub max_clock_offset_ms: i64,
+    pub dedup_retention_secs: u64,
+    pub session_timeout_ms: u64,
+    pub restore_timeout_secs: u64,
+    /// Passed through to librdkafka verbatim (e.g. `security.protocol`, `sasl.*`).
+    pub kafka: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            region: String::new(),
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_id: String::new(),
+            events_topic: "events".into(),
+            history_topic: "history".into(),
+            dlq_topic: "events.dlq".into(),
+            state_dir: PathBuf::from("./state"),
+            commit_interval_ms: 100,
+            heartbeat_interval_ms: 200,
+            max_record_bytes: 64 * 1024,
+            max_clock_offset_ms: 500,
+            dedup_retention_secs: 7 * 24 * 3600,
+            session_timeout_ms: 6000,
+            restore_timeout_secs: 60,
+            kafka: BTreeMap::new(),
+        }
+    }
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::Config {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        if self.region.is_empty() || !self.region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(bad("region", "must be non-empty [A-Za-z0-9_-]"));
+        }
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(bad("bootstrap_servers", "must not be empty"));
+        }
+        for (f, v) in [
+            ("events_topic", &self.events_topic),
+            ("history_topic", &self.history_topic),
+            ("dlq_topic", &self.dlq_topic),
+        ] {
+            if v.is_empty() {
+                return Err(bad(f, "must not be empty"));
+            }
+        }
+        if self.commit_interval_ms == 0 || self.commit_interval_ms > 60_000 {
+            return Err(bad("commit_interval_ms", "must be in 1..=60000"));
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err(bad("heartbeat_interval_ms", "must be positive"));
+        }
+        if self.max_record_bytes < 64 {
+            return Err(bad("max_record_bytes", "must be at least 64"));
+        }
+        if self.max_clock_offset_ms < 0 {
+            return Err(bad("max_clock_offset_ms", "must not be negative"));
+        }
+        if self.dedup_retention_secs == 0 {
+            return Err(bad("dedup_retention_secs", "must be positive"));
+        }
+        for k in self.kafka.keys() {
+            if matches!(k.as_str(), "transactional.id" | "enable.auto.commit" | "isolation.level" | "group.id") {
+                return Err(bad("kafka", format!("`{k}` is managed by the processor and cannot be overridden")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn group_id(&self) -> String {
+        if self.group_id.is_empty() {
+            format!("rf-processor-{}", self.region)
+        } else {
+            self.group_id.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let c = Config { region: "eu".into(), commit_interval_ms: 0, ..Config::default() };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("commit_interval_ms"), "{e}");
+        let c = Config::default();
+        assert!(c.validate().unwrap_err().to_string().contains("region"));
+        let mut c = Config { region: "eu".into(), ..Config::default() };
+        c.kafka.insert("isolation.level".into(), "read_uncommitted".into());
+        assert!(c.validate().unwrap_err().to_string().contains("kafka"));
+    }
+}

@@ -1,0 +1,183 @@
+//! Per-partition decisions, free of Kafka: validate, deduplicate (invariant 1), stamp the
+//! HLC (invariant 4), fold into state, and stage the store batch. The same fold adopts
+//! records read back from history on restore (invariant 3).
+
+use crate::error::Result;
+use crate::store::{PartitionMeta, StateStore, StoreBatch};
+use rf_core::aggregate::{apply, validate};
+use rf_core::{AggState, Applied, HlcClock};
+use rf_schemas::{Codec, Event, Hlc, Op};
+use std::collections::{HashMap, HashSet};
+
+/// What to do with one input record.
+#[derive(Debug)]
+pub enum Decision {
+    /// Write this stamped event to history.
+    Accept(Event),
+    /// Already in history: drop, but the input offset still moves.
+    Duplicate,
+    /// Bad input: dead-letter it with this class and reason.
+    Dead { class: &'static str, reason: String },
+}
+
+pub struct PartitionFold {
+    pub partition: i32,
+    region: String,
+    pub clock: HlcClock,
+    cache: HashMap<String, AggState>,
+    dirty: HashSet<String>,
+    pending_ids: Vec<(String, String)>,
+    pending_set: HashSet<(String, String)>,
+    pub meta: PartitionMeta,
+}
+
+impl PartitionFold {
+    pub fn new(partition: i32, region: &str, max_clock_offset_ms: i64, meta: PartitionMeta) -> Self {
+        let mut clock = HlcClock::new(max_clock_offset_ms);
+        clock.adopt_bound(meta.hlc);
+        PartitionFold {
+            partition,
+            region: region.to_owned(),
+            clock,
+            cache: HashMap::new(),
+            dirty: HashSet::new(),
+            pending_ids: Vec::new(),
+            pending_set: HashSet::new(),
+            meta,
+        }
+    }
+
+    fn load(&mut self, store: &dyn StateStore, key: &str) -> Result<Option<AggState>> {
+        if let Some(s) = self.cache.get(key) {
+            return Ok(Some(s.clone()));
+        }
+        store.state(self.partition, key)
+    }
+
+    fn is_dup(&self, store: &dyn StateStore, key: &str, id: &str) -> Result<bool> {
+        if self.pending_set.contains(&(key.to_owned(), id.to_owned())) {
+            return Ok(true);
+        }
+        store.seen(self.partition, key, id)
+    }
+
+    fn record(&mut self, key: &str, id: &str, state: Option<AggState>) {
+        let pair = (key.to_owned(), id.to_owned());
+        self.pending_set.insert(pair.clone());
+        self.pending_ids.push(pair);
+        if let Some(s) = state {
+            self.cache.insert(key.to_owned(), s);
+            self.dirty.insert(key.to_owned());
+        }
+    }
+
+    /// Decide one input record from the `events` topic.
+    pub fn decide(
+        &mut self,
+        store: &dyn StateStore,
+        kafka_key: Option<&[u8]>,
+        payload: &[u8],
+        now_ms: i64,
+        max_record_bytes: usize,
+    ) -> Result<Decision> {
+        if payload.len() > max_record_bytes {
+            return Ok(Decision::Dead {
+                class: "oversized",
+                reason: format!("{} bytes exceeds max_record_bytes {max_record_bytes}", payload.len()),
+            });
+        }
+        let mut ev = match Codec::event().decode(payload) {
+            Ok(e) => e,
+            Err(e) => return Ok(Decision::Dead { class: e.class(), reason: e.to_string() }),
+        };
+        if ev.event_id.is_empty() {
+            return Ok(Decision::Dead { class: "invalid_envelope", reason: "empty event_id".into() });
+        }
+        if kafka_key != Some(ev.key.as_bytes()) {
+            return Ok(Decision::Dead {
+                class: "key_mismatch",
+                reason: format!(
+                    "Kafka key {:?} differs from envelope key {:?}",
+                    kafka_key.map(String::from_utf8_lossy),
+                    ev.key
+                ),
+            });
+        }
+        if self.is_dup(store, &ev.key, &ev.event_id)? {
+            return Ok(Decision::Duplicate);
+        }
+        let mut state = self.load(store, &ev.key)?;
+        if let Err(e) = validate(state.as_ref(), &ev.op) {
+            return Ok(Decision::Dead { class: e.class(), reason: e.to_string() });
+        }
+        ev.region = Some(self.region.clone());
+        ev.hlc = Some(self.clock.tick(now_ms));
+        ev.refusal = None;
+        match apply(&mut state, &ev) {
+            Ok(Applied::Applied) => {}
+            Ok(Applied::Refused(r)) => ev.refusal = Some(r),
+            Err(e) => return Ok(Decision::Dead { class: e.class(), reason: e.to_string() }),
+        }
+        self.record(&ev.key.clone(), &ev.event_id.clone(), state);
+        Ok(Decision::Accept(ev))
+    }
+
+    /// A heartbeat for this history partition, stamped now.
+    pub fn heartbeat(&mut self, now_ms: i64) -> Event {
+        let hlc = self.clock.tick(now_ms);
+        let mut ev = Event::new(
+            format!("hb:{}:{}:{}.{}", self.region, self.partition, hlc.physical_ms, hlc.logical),
+            "",
+            Op::Heartbeat,
+        );
+        ev.region = Some(self.region.clone());
+        ev.hlc = Some(hlc);
+        ev
+    }
+
+    /// Adopt one record read back from history (restore): the log is the truth.
+    pub fn adopt(&mut self, store: &dyn StateStore, ev: &Event, src_offset: Option<i64>) -> Result<()> {
+        if let Some(h) = ev.hlc {
+            self.clock.adopt_bound(h);
+        }
+        if let Some(o) = src_offset {
+            self.meta.input_next = self.meta.input_next.max(o + 1);
+        }
+        if matches!(ev.op, Op::Heartbeat) || self.is_dup(store, &ev.key, &ev.event_id)? {
+            return Ok(());
+        }
+        let mut state = self.load(store, &ev.key)?;
+        if ev.refusal.is_none() {
+            // History was validated when written; an error here means a foreign writer.
+            let _ = apply(&mut state, ev);
+        }
+        self.record(&ev.key, &ev.event_id, state);
+        Ok(())
+    }
+
+    pub fn note_input(&mut self, offset: i64) {
+        self.meta.input_next = self.meta.input_next.max(offset + 1);
+    }
+
+    pub fn last_hlc(&self) -> Hlc {
+        self.clock.last()
+    }
+
+    /// Everything staged since the last call, reflecting history up to `history_next`.
+    pub fn take_batch(&mut self, history_next: Option<i64>, now_ms: i64, batch: &mut StoreBatch) {
+        if let Some(n) = history_next {
+            self.meta.history_next = self.meta.history_next.max(n);
+        }
+        self.meta.hlc = self.clock.last();
+        for k in self.dirty.drain() {
+            if let Some(s) = self.cache.get(&k) {
+                batch.states.push((self.partition, k, s.clone()));
+            }
+        }
+        for (k, id) in self.pending_ids.drain(..) {
+            batch.dedup.push((self.partition, k, id, now_ms));
+        }
+        self.pending_set.clear();
+        batch.metas.push((self.partition, self.meta));
+    }
+}

@@ -1,0 +1,154 @@
+//! Kafka plumbing shared by the processor and the reconciler: client configuration with
+//! librdkafka passthrough, a transactional producer that tracks delivered offsets, a
+//! commit that drains delivery reports first, and read-to-end of one partition.
+
+use crate::error::{Error, Result};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const H_SRC_PARTITION: &str = "rf-src-partition";
+pub const H_SRC_OFFSET: &str = "rf-src-offset";
+
+pub fn client_config(bootstrap: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c.set("log_level", "3");
+    for (k, v) in extra {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Delivery reports: highest delivered offset per (topic, partition), and failures.
+#[derive(Default)]
+pub struct DeliveryCtx {
+    state: Mutex<Delivered>,
+}
+
+#[derive(Default)]
+pub struct Delivered {
+    pub max_offset: HashMap<(String, i32), i64>,
+    pub errors: Vec<String>,
+}
+
+impl ClientContext for DeliveryCtx {}
+impl ProducerContext for DeliveryCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let mut st = self.state.lock().expect("delivery lock");
+        match result {
+            Ok(m) => {
+                let e = st.max_offset.entry((m.topic().to_owned(), m.partition())).or_insert(-1);
+                *e = (*e).max(m.offset());
+            }
+            Err((e, m)) => st.errors.push(format!("{}[{}]: {e}", m.topic(), m.partition())),
+        }
+    }
+}
+
+pub type TxnProducer = BaseProducer<DeliveryCtx>;
+
+pub fn transactional_producer(
+    bootstrap: &str,
+    extra: &BTreeMap<String, String>,
+    transactional_id: &str,
+) -> Result<TxnProducer> {
+    let p: TxnProducer = client_config(bootstrap, extra)
+        .set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("transaction.timeout.ms", "60000")
+        .create_with_context(DeliveryCtx::default())?;
+    p.init_transactions(Duration::from_secs(30))?;
+    Ok(p)
+}
+
+/// Drain delivery reports with short polls, then commit. (`commit_transaction` alone
+/// flushes in 100 ms slices; see DESIGN.md, broker facts.) Returns the delivered offsets.
+pub fn commit_drained(p: &TxnProducer, timeout: Duration) -> Result<Delivered> {
+    let deadline = Instant::now() + timeout;
+    while p.in_flight_count() > 0 {
+        p.poll(Duration::from_millis(1));
+        if Instant::now() > deadline {
+            return Err(Error::Aborted("delivery reports did not drain in time".into()));
+        }
+    }
+    let delivered = std::mem::take(&mut *p.context().state.lock().expect("delivery lock"));
+    if !delivered.errors.is_empty() {
+        return Err(Error::Aborted(delivered.errors.join("; ")));
+    }
+    p.commit_transaction(deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)))?;
+    Ok(delivered)
+}
+
+/// Abort the open transaction, discarding delivery bookkeeping.
+pub fn abort(p: &TxnProducer) -> Result<()> {
+    let r = p.abort_transaction(Duration::from_secs(30));
+    std::mem::take(&mut *p.context().state.lock().expect("delivery lock"));
+    r.map_err(Error::from)
+}
+
+/// Read `topic[partition]` from `from` to its end as readers see it (read_committed), calling
+/// `f` for each record. The end is the partition-EOF that librdkafka derives from the high
+/// watermark returned with fetched records (never ListOffsets, which Tansu gets wrong).
+/// Returns the next offset after the last record read.
+pub fn read_to_end(
+    bootstrap: &str,
+    extra: &BTreeMap<String, String>,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    timeout: Duration,
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
+) -> Result<i64> {
+    let consumer: BaseConsumer = client_config(bootstrap, extra)
+        .set("group.id", "rf-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from.max(0)))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    let mut next = from.max(0);
+    loop {
+        if Instant::now() > deadline {
+            return Err(Error::RestoreTimeout {
+                topic: topic.to_owned(),
+                partition,
+                secs: timeout.as_secs(),
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(next),
+            Some(Err(e)) => {
+                tracing::warn!(topic, partition, error = %e, "restore read error; retrying");
+            }
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                f(&m)?;
+            }
+        }
+    }
+}
+
+pub fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
+    use rdkafka::message::Headers;
+    let hs = m.headers()?;
+    hs.iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+}

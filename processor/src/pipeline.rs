@@ -1,0 +1,382 @@
+//! The processor loop: poll → decide (fold) → produce into the open transaction →
+//! commit (offsets + history + DLQ + heartbeats, invariant 2) → write the store batch.
+//!
+//! Partition moves run inside the consumer's rebalance callback, on the polling thread:
+//! a revocation first commits the open transaction; an assignment first restores each
+//! partition from history (invariant 3) and then assigns at the adopted input position.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fold::{Decision, PartitionFold};
+use crate::kafka::{
+    abort, client_config, commit_drained, transactional_producer, TxnProducer, H_SRC_OFFSET,
+    H_SRC_PARTITION,
+};
+use crate::restore::restore_partition;
+use crate::shutdown::Shutdown;
+use crate::store::{RocksStore, StateStore, StoreBatch};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use rf_core::{Clock, SystemClock};
+use rf_schemas::{Codec, Event};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Counters the tests and the demo read (Prometheus export comes with the metrics issue).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub consumed: AtomicU64,
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub refused: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+    pub restored_records: AtomicU64,
+}
+
+struct Engine {
+    cfg: Config,
+    store: RocksStore,
+    producer: TxnProducer,
+    clock: Arc<dyn Clock>,
+    folds: BTreeMap<i32, PartitionFold>,
+    in_txn: bool,
+    txn_started: Instant,
+    /// Next input offset per partition to commit with the open transaction.
+    offsets: BTreeMap<i32, i64>,
+    last_write: HashMap<i32, Instant>,
+    fatal: Option<Error>,
+    stats: Arc<Stats>,
+}
+
+struct Ctx {
+    engine: OnceLock<Arc<Mutex<Engine>>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let Some(engine) = self.engine.get() else { return };
+        let mut eng = engine.lock().expect("engine lock");
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = eng.on_assign(c, tpl) {
+                    tracing::error!(error = %e, "restore on assignment failed");
+                    eng.fatal = Some(e);
+                }
+                if let Err(e) = c.assign(tpl) {
+                    eng.fatal = Some(e.into());
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Err(e) = eng.commit(c) {
+                    tracing::warn!(error = %e, "commit before revocation failed");
+                }
+                for el in tpl.elements() {
+                    eng.folds.remove(&el.partition());
+                    eng.offsets.remove(&el.partition());
+                }
+                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
+                let _ = c.unassign();
+            }
+            other => {
+                tracing::error!(?other, "rebalance error");
+                let _ = c.unassign();
+            }
+        }
+    }
+}
+
+impl Engine {
+    fn on_assign(&mut self, c: &BaseConsumer<Ctx>, tpl: &mut TopicPartitionList) -> Result<()> {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        for &p in &partitions {
+            let r = restore_partition(&self.cfg, &self.store, p)?;
+            self.stats.restored_records.fetch_add(r.replayed, Ordering::Relaxed);
+            self.folds.insert(p, r.fold);
+            self.last_write.insert(p, Instant::now() - Duration::from_secs(3600));
+        }
+        let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(30))?;
+        for &p in &partitions {
+            let from_group = committed
+                .find_partition(&self.cfg.events_topic, p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(n) => Some(n),
+                    _ => None,
+                });
+            let from_log = Some(self.folds[&p].meta.input_next).filter(|n| *n >= 0);
+            let offset = match from_group.max(from_log) {
+                Some(n) => Offset::Offset(n),
+                None => Offset::Beginning,
+            };
+            tpl.set_partition_offset(&self.cfg.events_topic, p, offset)?;
+        }
+        tracing::info!(?partitions, "partitions assigned and restored");
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        if !self.in_txn {
+            self.producer.begin_transaction()?;
+            self.in_txn = true;
+            self.txn_started = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn produce(&mut self, topic: &str, partition: Option<i32>, key: &[u8], payload: &[u8], headers: OwnedHeaders) -> Result<()> {
+        let mut rec = BaseRecord::to(topic).key(key).payload(payload).headers(headers);
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
+        let mut rec = rec;
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    self.producer.poll(Duration::from_millis(5));
+                    rec = r;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let p = m.partition();
+        if !self.folds.contains_key(&p) {
+            return Ok(());
+        }
+        self.begin()?;
+        self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now_ms();
+        let payload = m.payload().unwrap_or(&[]);
+        let fold = self.folds.get_mut(&p).expect("fold");
+        let decision = fold.decide(&self.store, m.key(), payload, now, self.cfg.max_record_bytes)?;
+        fold.note_input(m.offset());
+        self.offsets.insert(p, m.offset() + 1);
+        match decision {
+            Decision::Accept(ev) => {
+                if ev.refusal.is_some() {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                self.write_history(p, &ev, Some(m.offset()))?;
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Duplicate => {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Dead { class, reason } => {
+                tracing::debug!(partition = p, offset = m.offset(), class, %reason, "dead-lettering");
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: "rf-error-class", value: Some(class) })
+                    .insert(Header { key: "rf-error-reason", value: Some(reason.as_str()) })
+                    .insert(Header { key: "rf-source-topic", value: Some(m.topic()) })
+                    .insert(Header { key: "rf-source-partition", value: Some(&p.to_string()) })
+                    .insert(Header { key: "rf-source-offset", value: Some(&m.offset().to_string()) });
+                let dlq = self.cfg.dlq_topic.clone();
+                self.produce(&dlq, None, m.key().unwrap_or(&[]), payload, headers)?;
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_history(&mut self, p: i32, ev: &Event, src_offset: Option<i64>) -> Result<()> {
+        let bytes = Codec::event()
+            .encode(ev)
+            .map_err(|e| Error::Aborted(e.to_string()))?;
+        let mut headers = OwnedHeaders::new();
+        if let Some(o) = src_offset {
+            headers = headers
+                .insert(Header { key: H_SRC_PARTITION, value: Some(&p.to_string()) })
+                .insert(Header { key: H_SRC_OFFSET, value: Some(&o.to_string()) });
+        }
+        let topic = self.cfg.history_topic.clone();
+        self.produce(&topic, Some(p), ev.key.as_bytes(), &bytes, headers)?;
+        self.last_write.insert(p, Instant::now());
+        Ok(())
+    }
+
+    /// Invariant 6 support: every idle history partition gets a heartbeat.
+    fn heartbeats(&mut self) -> Result<()> {
+        let interval = Duration::from_millis(self.cfg.heartbeat_interval_ms);
+        let now = self.clock.now_ms();
+        let idle: Vec<i32> = self
+            .folds
+            .keys()
+            .copied()
+            .filter(|p| self.last_write.get(p).is_none_or(|t| t.elapsed() >= interval))
+            .collect();
+        for p in idle {
+            self.begin()?;
+            let hb = self.folds.get_mut(&p).expect("fold").heartbeat(now);
+            self.write_history(p, &hb, None)?;
+            self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Commit the open transaction; on failure abort it and re-adopt the log.
+    fn commit(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
+        if !self.in_txn {
+            return Ok(());
+        }
+        match self.try_commit(c) {
+            Ok(()) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "transaction failed; aborting and re-adopting the log");
+                self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+                self.in_txn = false;
+                self.offsets.clear();
+                if let Err(e2) = abort(&self.producer) {
+                    tracing::warn!(error = %e2, "abort failed; re-creating the producer");
+                    self.producer = transactional_producer(&self.cfg.bootstrap_servers, &self.cfg.kafka, &transactional_id(&self.cfg))?;
+                }
+                self.readopt(c)
+            }
+        }
+    }
+
+    fn try_commit(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
+        if !self.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in &self.offsets {
+                tpl.add_partition_offset(&self.cfg.events_topic, *p, Offset::Offset(*o))?;
+            }
+            let meta = c.group_metadata().ok_or_else(|| Error::Aborted("no consumer group metadata".into()))?;
+            self.producer.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))?;
+        }
+        let delivered = commit_drained(&self.producer, Duration::from_secs(30))?;
+        self.in_txn = false;
+        self.offsets.clear();
+        let mut batch = StoreBatch::default();
+        let now = self.clock.now_ms();
+        for (p, fold) in self.folds.iter_mut() {
+            let next = delivered
+                .max_offset
+                .get(&(self.cfg.history_topic.clone(), *p))
+                .map(|o| o + 1);
+            fold.take_batch(next, now, &mut batch);
+        }
+        self.store.write(batch)
+    }
+
+    /// After an abort: the log, as readers see it, is the truth. Restore every owned
+    /// partition again and move the consumer to the adopted input positions.
+    fn readopt(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
+        let parts: Vec<i32> = self.folds.keys().copied().collect();
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition(&self.cfg.events_topic, *p);
+        }
+        self.folds.clear();
+        self.on_assign(c, &mut tpl)?;
+        for el in tpl.elements() {
+            c.seek(&self.cfg.events_topic, el.partition(), el.offset(), Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn transactional_id(cfg: &Config) -> String {
+    // One producer per instance; Kafka's EOS v2 fences through the consumer group
+    // generation, so the id only has to be unique per live instance.
+    format!("rf-processor-{}-{}", cfg.region, std::process::id())
+}
+
+/// Handle onto a running processor: its counters.
+pub type SharedStats = Arc<Stats>;
+
+/// Run the processor until `shutdown` is triggered.
+pub fn run(cfg: Config, shutdown: Shutdown) -> Result<()> {
+    run_with(cfg, shutdown, Arc::new(SystemClock), Arc::new(Stats::default()))
+}
+
+pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: SharedStats) -> Result<()> {
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::Store(e.to_string()))?;
+    let store = RocksStore::open(&cfg.state_dir)?;
+    let producer = transactional_producer(&cfg.bootstrap_servers, &cfg.kafka, &transactional_id(&cfg))?;
+    let consumer: BaseConsumer<Ctx> = client_config(&cfg.bootstrap_servers, &cfg.kafka)
+        .set("group.id", cfg.group_id())
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(Ctx { engine: OnceLock::new() })?;
+    let engine = Arc::new(Mutex::new(Engine {
+        cfg: cfg.clone(),
+        store,
+        producer,
+        clock,
+        folds: BTreeMap::new(),
+        in_txn: false,
+        txn_started: Instant::now(),
+        offsets: BTreeMap::new(),
+        last_write: HashMap::new(),
+        fatal: None,
+        stats,
+    }));
+    let _ = consumer.context().engine.set(engine.clone());
+    consumer.subscribe(&[&cfg.events_topic])?;
+    tracing::info!(region = %cfg.region, topic = %cfg.events_topic, "processor started");
+    let commit_every = Duration::from_millis(cfg.commit_interval_ms);
+    let mut last_commit = Instant::now();
+    let result = loop {
+        if shutdown.is_triggered() {
+            break Ok(());
+        }
+        let msg = consumer.poll(Duration::from_millis(10));
+        let mut eng = engine.lock().expect("engine lock");
+        if let Some(e) = eng.fatal.take() {
+            break Err(e);
+        }
+        match msg {
+            Some(Ok(m)) => {
+                if let Err(e) = eng.process(&m) {
+                    break Err(e);
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        if (eng.in_txn && eng.txn_started.elapsed() >= commit_every)
+            || last_commit.elapsed() >= commit_every
+        {
+            let r = eng.heartbeats().and_then(|_| eng.commit(&consumer));
+            if let Err(e) = r {
+                break Err(e);
+            }
+            last_commit = Instant::now();
+        }
+    };
+    {
+        let mut eng = engine.lock().expect("engine lock");
+        if let Err(e) = eng.commit(&consumer) {
+            tracing::warn!(error = %e, "final commit failed");
+        }
+    }
+    consumer.unsubscribe();
+    // Let the consumer leave the group (revocation runs with nothing left to commit).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && !consumer.assignment().map(|a| a.count() == 0).unwrap_or(true) {
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    tracing::info!(region = %cfg.region, "processor stopped");
+    result
+}
