@@ -1,0 +1,73 @@
+use rf_processor::Error;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegionSource {
+    pub name: String,
+    pub bootstrap_servers: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub instance: String,
+    pub home_bootstrap_servers: String,
+    pub regions: Vec<RegionSource>,
+    pub history_topic: String,
+    pub reconciled_topic: String,
+    pub conflicts_topic: String,
+    /// Partition indexes this instance owns (empty = all).
+    pub partitions: Vec<i32>,
+    pub commit_interval_ms: u64,
+    pub restore_timeout_secs: u64,
+    /// Two puts on one key from different regions closer than this are reported concurrent.
+    pub register_concurrency_window_ms: i64,
+    pub kafka: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            instance: "0".into(),
+            home_bootstrap_servers: "127.0.0.1:9092".into(),
+            regions: Vec::new(),
+            history_topic: "history".into(),
+            reconciled_topic: "reconciled".into(),
+            conflicts_topic: "conflicts".into(),
+            partitions: Vec::new(),
+            commit_interval_ms: 100,
+            restore_timeout_secs: 60,
+            register_concurrency_window_ms: 2000,
+            kafka: BTreeMap::new(),
+        }
+    }
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::Config { field, reason: reason.into() }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.regions.is_empty() {
+            return Err(bad("regions", "at least one region is required"));
+        }
+        let mut names: Vec<_> = self.regions.iter().map(|r| r.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        if names.len() != self.regions.len() {
+            return Err(bad("regions", "region names must be unique"));
+        }
+        if self.regions.iter().any(|r| r.bootstrap_servers.is_empty()) {
+            return Err(bad("regions", "every region needs bootstrap_servers"));
+        }
+        if self.home_bootstrap_servers.is_empty() {
+            return Err(bad("home_bootstrap_servers", "must not be empty"));
+        }
+        if self.commit_interval_ms == 0 {
+            return Err(bad("commit_interval_ms", "must be positive"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,228 @@
+//! The reconciler loop: poll every region's history → offer to the per-partition merge →
+//! every commit interval, drain what all watermarks have passed → produce `reconciled` and
+//! `conflicts` in one transaction on the home cluster, each reconciled record carrying the
+//! per-region history offsets a restart resumes from.
+
+use crate::config::Config;
+use crate::merge::PartitionMerge;
+use crate::restore::{restore_partition, H_RESUME_PREFIX};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use rf_core::{Clock, SystemClock};
+use rf_processor::kafka::{abort, client_config, commit_drained, transactional_producer, TxnProducer};
+use rf_processor::{Error, Shutdown};
+use rf_schemas::{Codec, Hlc};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub history_records: AtomicU64,
+    pub reconciled: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub commits: AtomicU64,
+    pub buffered: AtomicU64,
+    /// Watermark lag per region (ms behind wall clock, worst partition).
+    pub watermark_lag_ms: Mutex<BTreeMap<String, i64>>,
+    pub restored_records: AtomicU64,
+    pub ready: AtomicI64,
+}
+
+fn partition_count(bootstrap: &str, cfg: &Config, topic: &str) -> Result<i32, Error> {
+    let c: BaseConsumer = client_config(bootstrap, &cfg.kafka).create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let n = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    if n == 0 {
+        return Err(Error::Config { field: "reconciled_topic", reason: format!("topic {topic} has no partitions on {bootstrap}") });
+    }
+    Ok(n)
+}
+
+pub fn run(cfg: Config, shutdown: Shutdown) -> Result<(), Error> {
+    run_with(cfg, shutdown, Arc::new(SystemClock), Arc::new(Stats::default()))
+}
+
+pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: Arc<Stats>) -> Result<(), Error> {
+    cfg.validate()?;
+    let n = partition_count(&cfg.home_bootstrap_servers, &cfg, &cfg.reconciled_topic)?;
+    let owned: Vec<i32> = if cfg.partitions.is_empty() { (0..n).collect() } else { cfg.partitions.clone() };
+    let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
+
+    // Adopt our own output first (invariant 3).
+    let mut merges: BTreeMap<i32, PartitionMerge> = BTreeMap::new();
+    let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for &p in &owned {
+        let r = restore_partition(&cfg, p)?;
+        stats.restored_records.fetch_add(r.records, Ordering::Relaxed);
+        for region in &regions {
+            positions.insert((region.clone(), p), r.resume.get(region).copied().unwrap_or(0));
+        }
+        merges.insert(p, r.merge);
+    }
+
+    // One consumer per region, on that region's cluster, manually assigned.
+    let mut consumers = Vec::new();
+    for src in &cfg.regions {
+        let c: BaseConsumer = client_config(&src.bootstrap_servers, &cfg.kafka)
+            .set("group.id", format!("rf-reconciler-{}", cfg.instance))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for &p in &owned {
+            tpl.add_partition_offset(&cfg.history_topic, p, Offset::Offset(positions[&(src.name.clone(), p)]))?;
+        }
+        c.assign(&tpl)?;
+        consumers.push((src.name.clone(), c));
+    }
+    let producer: TxnProducer = transactional_producer(
+        &cfg.home_bootstrap_servers,
+        &cfg.kafka,
+        &format!("rf-reconciler-{}", cfg.instance),
+    )?;
+    stats.ready.store(1, Ordering::SeqCst);
+    tracing::info!(partitions = ?owned, ?regions, "reconciler started");
+
+    let commit_every = Duration::from_millis(cfg.commit_interval_ms);
+    let mut last_commit = Instant::now();
+    // Conflicts found on arrival (cross-region duplicates) join the next transaction.
+    let mut pending = Vec::new();
+    while !shutdown.is_triggered() {
+        let mut got = 0;
+        for (region, c) in &consumers {
+            for _ in 0..500 {
+                match c.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::debug!(%region, error = %e, "history consumer error");
+                        break;
+                    }
+                    Some(Ok(m)) => {
+                        got += 1;
+                        let p = m.partition();
+                        positions.insert((region.clone(), p), m.offset() + 1);
+                        let Some(merge) = merges.get_mut(&p) else { continue };
+                        match m.payload().map(|b| Codec::event().decode(b)) {
+                            Some(Ok(ev)) => {
+                                stats.history_records.fetch_add(1, Ordering::Relaxed);
+                                let conflicts = merge.offer(region, ev, m.offset(), clock.now_ms());
+                                stats.conflicts.fetch_add(conflicts.len() as u64, Ordering::Relaxed);
+                                pending.extend(conflicts);
+                            }
+                            _ => tracing::warn!(%region, partition = p, offset = m.offset(), "undecodable history record skipped"),
+                        }
+                    }
+                }
+            }
+        }
+        if got == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if last_commit.elapsed() >= commit_every {
+            release(&cfg, &regions, &mut merges, &positions, &producer, &*clock, &stats, &mut pending)?;
+            last_commit = Instant::now();
+        }
+    }
+    release(&cfg, &regions, &mut merges, &positions, &producer, &*clock, &stats, &mut pending)?;
+    tracing::info!("reconciler stopped");
+    Ok(())
+}
+
+fn send(producer: &TxnProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), Error> {
+    let mut rec = rec;
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                producer.poll(Duration::from_millis(5));
+                rec = r;
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn release(
+    cfg: &Config,
+    regions: &[String],
+    merges: &mut BTreeMap<i32, PartitionMerge>,
+    positions: &BTreeMap<(String, i32), i64>,
+    producer: &TxnProducer,
+    clock: &dyn Clock,
+    stats: &Stats,
+    pending: &mut Vec<rf_schemas::Conflict>,
+) -> Result<(), Error> {
+    let now = clock.now_ms();
+    let mut lag: BTreeMap<String, i64> = BTreeMap::new();
+    let mut outputs = Vec::new();
+    let mut buffered = 0u64;
+    for (p, merge) in merges.iter_mut() {
+        for r in regions {
+            let wm = merge.watermark(r).unwrap_or(Hlc::ZERO).physical_ms;
+            let l = lag.entry(r.clone()).or_insert(0);
+            *l = (*l).max(now - wm);
+        }
+        let released = merge.drain(regions, now);
+        buffered += merge.buffered() as u64;
+        if released.reconciled.is_empty() && released.conflicts.is_empty() {
+            continue;
+        }
+        let resume: Vec<(String, String)> = regions
+            .iter()
+            .map(|r| {
+                let at = merge.min_buffered_offset(r).unwrap_or_else(|| positions.get(&(r.clone(), *p)).copied().unwrap_or(0));
+                (format!("{H_RESUME_PREFIX}{r}"), at.to_string())
+            })
+            .collect();
+        outputs.push((*p, released, resume));
+    }
+    *stats.watermark_lag_ms.lock().expect("lag lock") = lag;
+    stats.buffered.store(buffered, Ordering::Relaxed);
+    let early = std::mem::take(pending);
+    if outputs.is_empty() && early.is_empty() {
+        return Ok(());
+    }
+    producer.begin_transaction()?;
+    let mut n_rec = 0;
+    let mut n_con = 0;
+    for (p, released, resume) in &outputs {
+        for rec in &released.reconciled {
+            let bytes = Codec::reconciled().encode(rec).map_err(|e| Error::Aborted(e.to_string()))?;
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in resume {
+                headers = headers.insert(Header { key: k, value: Some(v) });
+            }
+            send(producer, BaseRecord::to(&cfg.reconciled_topic).partition(*p).key(rec.event.key.as_bytes()).payload(&bytes[..]).headers(headers))?;
+            n_rec += 1;
+        }
+        for c in &released.conflicts {
+            let bytes = Codec::conflict().encode(c).map_err(|e| Error::Aborted(e.to_string()))?;
+            send(producer, BaseRecord::to(&cfg.conflicts_topic).partition(*p).key(c.key.as_bytes()).payload(&bytes[..]))?;
+            n_con += 1;
+        }
+    }
+    for c in &early {
+        let bytes = Codec::conflict().encode(c).map_err(|e| Error::Aborted(e.to_string()))?;
+        send(producer, BaseRecord::to(&cfg.conflicts_topic).key(c.key.as_bytes()).payload(&bytes[..]))?;
+    }
+    match commit_drained(producer, Duration::from_secs(30)) {
+        Ok(_) => {
+            stats.reconciled.fetch_add(n_rec, Ordering::Relaxed);
+            stats.conflicts.fetch_add(n_con, Ordering::Relaxed);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            // The released records are gone from memory: stop, and let the restart adopt
+            // whatever the log shows (invariant 3) rather than guess.
+            let _ = abort(producer);
+            Err(e)
+        }
+    }
+}
