@@ -193,7 +193,13 @@ pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Invali
             *available += qty;
             Applied::Applied
         }
-        (AggState::Inventory { available, reserved }, Op::Reserve { order_id, qty }) => {
+        (
+            AggState::Inventory {
+                available,
+                reserved,
+            },
+            Op::Reserve { order_id, qty },
+        ) => {
             if reserved.contains_key(order_id) {
                 Applied::Refused(format!("order {order_id} already holds a reservation"))
             } else if *qty > *available {
@@ -206,15 +212,19 @@ pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Invali
                 Applied::Applied
             }
         }
-        (AggState::Inventory { available, reserved }, Op::Release { order_id }) => {
-            match reserved.remove(order_id) {
-                Some(q) => {
-                    *available += q;
-                    Applied::Applied
-                }
-                None => Applied::Refused(format!("order {order_id} holds no reservation")),
+        (
+            AggState::Inventory {
+                available,
+                reserved,
+            },
+            Op::Release { order_id },
+        ) => match reserved.remove(order_id) {
+            Some(q) => {
+                *available += q;
+                Applied::Applied
             }
-        }
+            None => Applied::Refused(format!("order {order_id} holds no reservation")),
+        },
         (AggState::Channel { count, last }, Op::MessagePost { author, text }) => {
             *count += 1;
             last.push_back(Message {
@@ -259,10 +269,22 @@ mod tests {
     fn inventory_never_oversells() {
         let mut s = None;
         apply(&mut s, &ev(Op::StockAdd { qty: 3 })).unwrap();
-        let r = |id: &str, q| Op::Reserve { order_id: id.into(), qty: q };
+        let r = |id: &str, q| Op::Reserve {
+            order_id: id.into(),
+            qty: q,
+        };
         assert_eq!(apply(&mut s, &ev(r("a", 2))).unwrap(), Applied::Applied);
-        assert!(matches!(apply(&mut s, &ev(r("b", 2))).unwrap(), Applied::Refused(_)));
-        apply(&mut s, &ev(Op::Release { order_id: "a".into() })).unwrap();
+        assert!(matches!(
+            apply(&mut s, &ev(r("b", 2))).unwrap(),
+            Applied::Refused(_)
+        ));
+        apply(
+            &mut s,
+            &ev(Op::Release {
+                order_id: "a".into(),
+            }),
+        )
+        .unwrap();
         assert_eq!(apply(&mut s, &ev(r("b", 2))).unwrap(), Applied::Applied);
         assert!(apply(&mut s, &ev(Op::StockAdd { qty: -1 })).is_err());
     }
@@ -271,10 +293,31 @@ mod tests {
     fn leaderboard_keeps_best_and_top_k() {
         let mut s = None;
         for i in 0..15 {
-            apply(&mut s, &ev(Op::ScoreSubmit { player: format!("p{i:02}"), score: i })).unwrap();
+            apply(
+                &mut s,
+                &ev(Op::ScoreSubmit {
+                    player: format!("p{i:02}"),
+                    score: i,
+                }),
+            )
+            .unwrap();
         }
-        apply(&mut s, &ev(Op::ScoreSubmit { player: "p00".into(), score: 100 })).unwrap();
-        apply(&mut s, &ev(Op::ScoreSubmit { player: "p00".into(), score: 1 })).unwrap();
+        apply(
+            &mut s,
+            &ev(Op::ScoreSubmit {
+                player: "p00".into(),
+                score: 100,
+            }),
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            &ev(Op::ScoreSubmit {
+                player: "p00".into(),
+                score: 1,
+            }),
+        )
+        .unwrap();
         let top = s.unwrap().top_k();
         assert_eq!(top.len(), LEADERBOARD_TOP_K);
         assert_eq!(top[0], ("p00".into(), 100));
@@ -283,7 +326,14 @@ mod tests {
     #[test]
     fn state_json_round_trips() {
         let mut s = None;
-        apply(&mut s, &ev(Op::MessagePost { author: "a".into(), text: "t".into() })).unwrap();
+        apply(
+            &mut s,
+            &ev(Op::MessagePost {
+                author: "a".into(),
+                text: "t".into(),
+            }),
+        )
+        .unwrap();
         let s = s.unwrap();
         assert_eq!(AggState::from_json(&s.to_json()).unwrap(), s);
     }

@@ -53,7 +53,9 @@ impl Clock for ManualClock {
 pub enum Observed {
     Merged,
     /// More than `max_offset_ms` ahead of the local wall clock: not adopted.
-    RejectedSkew { ahead_ms: i64 },
+    RejectedSkew {
+        ahead_ms: i64,
+    },
 }
 
 /// One HLC per history partition: `tick` is strictly increasing for the life of the value,

@@ -1,1 +1,6 @@
+//! Load generator, checker, embedded-broker launcher and the multi-region demo harness.
 
+pub mod broker;
+pub mod check;
+pub mod cluster;
+pub mod workload;

@@ -56,7 +56,12 @@ fn bad(field: &'static str, reason: impl Into<String>) -> Error {
 
 impl Config {
     pub fn validate(&self) -> Result<()> {
-        if self.region.is_empty() || !self.region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if self.region.is_empty()
+            || !self
+                .region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(bad("region", "must be non-empty [A-Za-z0-9_-]"));
         }
         if self.bootstrap_servers.trim().is_empty() {
@@ -87,8 +92,14 @@ impl Config {
             return Err(bad("dedup_retention_secs", "must be positive"));
         }
         for k in self.kafka.keys() {
-            if matches!(k.as_str(), "transactional.id" | "enable.auto.commit" | "isolation.level" | "group.id") {
-                return Err(bad("kafka", format!("`{k}` is managed by the processor and cannot be overridden")));
+            if matches!(
+                k.as_str(),
+                "transactional.id" | "enable.auto.commit" | "isolation.level" | "group.id"
+            ) {
+                return Err(bad(
+                    "kafka",
+                    format!("`{k}` is managed by the processor and cannot be overridden"),
+                ));
             }
         }
         Ok(())
@@ -109,13 +120,21 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_named() {
-        let c = Config { region: "eu".into(), commit_interval_ms: 0, ..Config::default() };
+        let c = Config {
+            region: "eu".into(),
+            commit_interval_ms: 0,
+            ..Config::default()
+        };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("commit_interval_ms"), "{e}");
         let c = Config::default();
         assert!(c.validate().unwrap_err().to_string().contains("region"));
-        let mut c = Config { region: "eu".into(), ..Config::default() };
-        c.kafka.insert("isolation.level".into(), "read_uncommitted".into());
+        let mut c = Config {
+            region: "eu".into(),
+            ..Config::default()
+        };
+        c.kafka
+            .insert("isolation.level".into(), "read_uncommitted".into());
         assert!(c.validate().unwrap_err().to_string().contains("kafka"));
     }
 }

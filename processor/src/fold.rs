@@ -32,7 +32,12 @@ pub struct PartitionFold {
 }
 
 impl PartitionFold {
-    pub fn new(partition: i32, region: &str, max_clock_offset_ms: i64, meta: PartitionMeta) -> Self {
+    pub fn new(
+        partition: i32,
+        region: &str,
+        max_clock_offset_ms: i64,
+        meta: PartitionMeta,
+    ) -> Self {
         let mut clock = HlcClock::new(max_clock_offset_ms);
         clock.adopt_bound(meta.hlc);
         PartitionFold {
@@ -83,15 +88,26 @@ impl PartitionFold {
         if payload.len() > max_record_bytes {
             return Ok(Decision::Dead {
                 class: "oversized",
-                reason: format!("{} bytes exceeds max_record_bytes {max_record_bytes}", payload.len()),
+                reason: format!(
+                    "{} bytes exceeds max_record_bytes {max_record_bytes}",
+                    payload.len()
+                ),
             });
         }
         let mut ev = match Codec::event().decode(payload) {
             Ok(e) => e,
-            Err(e) => return Ok(Decision::Dead { class: e.class(), reason: e.to_string() }),
+            Err(e) => {
+                return Ok(Decision::Dead {
+                    class: e.class(),
+                    reason: e.to_string(),
+                })
+            }
         };
         if ev.event_id.is_empty() {
-            return Ok(Decision::Dead { class: "invalid_envelope", reason: "empty event_id".into() });
+            return Ok(Decision::Dead {
+                class: "invalid_envelope",
+                reason: "empty event_id".into(),
+            });
         }
         if kafka_key != Some(ev.key.as_bytes()) {
             return Ok(Decision::Dead {
@@ -108,7 +124,10 @@ impl PartitionFold {
         }
         let mut state = self.load(store, &ev.key)?;
         if let Err(e) = validate(state.as_ref(), &ev.op) {
-            return Ok(Decision::Dead { class: e.class(), reason: e.to_string() });
+            return Ok(Decision::Dead {
+                class: e.class(),
+                reason: e.to_string(),
+            });
         }
         ev.region = Some(self.region.clone());
         ev.hlc = Some(self.clock.tick(now_ms));
@@ -116,7 +135,12 @@ impl PartitionFold {
         match apply(&mut state, &ev) {
             Ok(Applied::Applied) => {}
             Ok(Applied::Refused(r)) => ev.refusal = Some(r),
-            Err(e) => return Ok(Decision::Dead { class: e.class(), reason: e.to_string() }),
+            Err(e) => {
+                return Ok(Decision::Dead {
+                    class: e.class(),
+                    reason: e.to_string(),
+                })
+            }
         }
         self.record(&ev.key.clone(), &ev.event_id.clone(), state);
         Ok(Decision::Accept(ev))
@@ -126,7 +150,10 @@ impl PartitionFold {
     pub fn heartbeat(&mut self, now_ms: i64) -> Event {
         let hlc = self.clock.tick(now_ms);
         let mut ev = Event::new(
-            format!("hb:{}:{}:{}.{}", self.region, self.partition, hlc.physical_ms, hlc.logical),
+            format!(
+                "hb:{}:{}:{}.{}",
+                self.region, self.partition, hlc.physical_ms, hlc.logical
+            ),
             "",
             Op::Heartbeat,
         );
@@ -136,7 +163,12 @@ impl PartitionFold {
     }
 
     /// Adopt one record read back from history (restore): the log is the truth.
-    pub fn adopt(&mut self, store: &dyn StateStore, ev: &Event, src_offset: Option<i64>) -> Result<()> {
+    pub fn adopt(
+        &mut self,
+        store: &dyn StateStore,
+        ev: &Event,
+        src_offset: Option<i64>,
+    ) -> Result<()> {
         if let Some(h) = ev.hlc {
             self.clock.adopt_bound(h);
         }

@@ -46,10 +46,15 @@ impl ProducerContext for DeliveryCtx {
         let mut st = self.state.lock().expect("delivery lock");
         match result {
             Ok(m) => {
-                let e = st.max_offset.entry((m.topic().to_owned(), m.partition())).or_insert(-1);
+                let e = st
+                    .max_offset
+                    .entry((m.topic().to_owned(), m.partition()))
+                    .or_insert(-1);
                 *e = (*e).max(m.offset());
             }
-            Err((e, m)) => st.errors.push(format!("{}[{}]: {e}", m.topic(), m.partition())),
+            Err((e, m)) => st
+                .errors
+                .push(format!("{}[{}]: {e}", m.topic(), m.partition())),
         }
     }
 }
@@ -78,14 +83,20 @@ pub fn commit_drained(p: &TxnProducer, timeout: Duration) -> Result<Delivered> {
     while p.in_flight_count() > 0 {
         p.poll(Duration::from_millis(1));
         if Instant::now() > deadline {
-            return Err(Error::Aborted("delivery reports did not drain in time".into()));
+            return Err(Error::Aborted(
+                "delivery reports did not drain in time".into(),
+            ));
         }
     }
     let delivered = std::mem::take(&mut *p.context().state.lock().expect("delivery lock"));
     if !delivered.errors.is_empty() {
         return Err(Error::Aborted(delivered.errors.join("; ")));
     }
-    p.commit_transaction(deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)))?;
+    p.commit_transaction(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    )?;
     Ok(delivered)
 }
 
@@ -109,13 +120,13 @@ pub fn read_to_end(
     timeout: Duration,
     mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<i64> {
-    let consumer: BaseConsumer = client_config(bootstrap, extra)
+    let consumer: BaseConsumer<EofCtx> = client_config(bootstrap, extra)
         .set("group.id", "rf-restore")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
-        .create()?;
+        .create_with_context(EofCtx::default())?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(from.max(0)))?;
     consumer.assign(&tpl)?;
@@ -129,7 +140,21 @@ pub fn read_to_end(
                 secs: timeout.as_secs(),
             });
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        // The EOF event and the records travel on different queues: finish only once the
+        // records below the offset where the fetch reached the high watermark are read.
+        let eof_at = consumer
+            .context()
+            .eof_at
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if eof_at != EOF_UNSET && next >= eof_at {
+            return Ok(next);
+        }
+        match consumer.poll(Duration::from_millis(if eof_at != EOF_UNSET {
+            10
+        } else {
+            100
+        })) {
+            None if eof_at == EOF_UNKNOWN_OFFSET => return Ok(next),
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(next),
             Some(Err(e)) => {
@@ -142,6 +167,43 @@ pub fn read_to_end(
         }
     }
 }
+
+const EOF_UNSET: i64 = i64::MAX;
+const EOF_UNKNOWN_OFFSET: i64 = i64::MIN;
+
+/// Records where partition-EOF was reached; librdkafka may report it as a client-level
+/// error event ("... reached end of partition at offset N (HighwaterMark N)").
+pub struct EofCtx {
+    eof_at: std::sync::atomic::AtomicI64,
+}
+
+impl Default for EofCtx {
+    fn default() -> Self {
+        EofCtx {
+            eof_at: std::sync::atomic::AtomicI64::new(EOF_UNSET),
+        }
+    }
+}
+
+impl ClientContext for EofCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+            || reason.contains("end of partition")
+        {
+            let at = reason
+                .split("at offset ")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or(EOF_UNKNOWN_OFFSET);
+            self.eof_at.store(at, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            tracing::warn!(error = %error, reason, "restore consumer error");
+        }
+    }
+}
+impl rdkafka::consumer::ConsumerContext for EofCtx {}
 
 pub fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
     use rdkafka::message::Headers;

@@ -31,11 +31,16 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let mut cfg = match &args.config {
-        Some(p) => match std::fs::read_to_string(p).map_err(|e| e.to_string()).and_then(|s| toml::from_str::<Config>(&s).map_err(|e| e.to_string())) {
+        Some(p) => match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|s| toml::from_str::<Config>(&s).map_err(|e| e.to_string()))
+        {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("invalid configuration file {}: {e}", p.display());
@@ -44,20 +49,32 @@ fn main() -> std::process::ExitCode {
         },
         None => Config::default(),
     };
-    if let Some(v) = args.region { cfg.region = v; }
-    if let Some(v) = args.bootstrap_servers { cfg.bootstrap_servers = v; }
-    if let Some(v) = args.state_dir { cfg.state_dir = v; }
-    if let Some(v) = args.group_id { cfg.group_id = v; }
+    if let Some(v) = args.region {
+        cfg.region = v;
+    }
+    if let Some(v) = args.bootstrap_servers {
+        cfg.bootstrap_servers = v;
+    }
+    if let Some(v) = args.state_dir {
+        cfg.state_dir = v;
+    }
+    if let Some(v) = args.group_id {
+        cfg.group_id = v;
+    }
     cfg.kafka.extend(args.kafka);
     if let Err(e) = cfg.validate() {
         eprintln!("{e}");
         return std::process::ExitCode::from(2);
     }
     let shutdown = Shutdown::default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let s2 = shutdown.clone();
     rt.spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
         s2.trigger();
     });

@@ -65,7 +65,9 @@ impl ClientContext for Ctx {}
 
 impl ConsumerContext for Ctx {
     fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let Some(engine) = self.engine.get() else { return };
+        let Some(engine) = self.engine.get() else {
+            return;
+        };
         let mut eng = engine.lock().expect("engine lock");
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -101,9 +103,12 @@ impl Engine {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         for &p in &partitions {
             let r = restore_partition(&self.cfg, &self.store, p)?;
-            self.stats.restored_records.fetch_add(r.replayed, Ordering::Relaxed);
+            self.stats
+                .restored_records
+                .fetch_add(r.replayed, Ordering::Relaxed);
             self.folds.insert(p, r.fold);
-            self.last_write.insert(p, Instant::now() - Duration::from_secs(3600));
+            self.last_write
+                .insert(p, Instant::now() - Duration::from_secs(3600));
         }
         let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(30))?;
         for &p in &partitions {
@@ -133,8 +138,18 @@ impl Engine {
         Ok(())
     }
 
-    fn produce(&mut self, topic: &str, partition: Option<i32>, key: &[u8], payload: &[u8], headers: OwnedHeaders) -> Result<()> {
-        let mut rec = BaseRecord::to(topic).key(key).payload(payload).headers(headers);
+    fn produce(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<()> {
+        let mut rec = BaseRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
         if let Some(p) = partition {
             rec = rec.partition(p);
         }
@@ -142,7 +157,12 @@ impl Engine {
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return Ok(()),
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
                     self.producer.poll(Duration::from_millis(5));
                     rec = r;
                 }
@@ -161,7 +181,13 @@ impl Engine {
         let now = self.clock.now_ms();
         let payload = m.payload().unwrap_or(&[]);
         let fold = self.folds.get_mut(&p).expect("fold");
-        let decision = fold.decide(&self.store, m.key(), payload, now, self.cfg.max_record_bytes)?;
+        let decision = fold.decide(
+            &self.store,
+            m.key(),
+            payload,
+            now,
+            self.cfg.max_record_bytes,
+        )?;
         fold.note_input(m.offset());
         self.offsets.insert(p, m.offset() + 1);
         match decision {
@@ -178,11 +204,26 @@ impl Engine {
             Decision::Dead { class, reason } => {
                 tracing::debug!(partition = p, offset = m.offset(), class, %reason, "dead-lettering");
                 let headers = OwnedHeaders::new()
-                    .insert(Header { key: "rf-error-class", value: Some(class) })
-                    .insert(Header { key: "rf-error-reason", value: Some(reason.as_str()) })
-                    .insert(Header { key: "rf-source-topic", value: Some(m.topic()) })
-                    .insert(Header { key: "rf-source-partition", value: Some(&p.to_string()) })
-                    .insert(Header { key: "rf-source-offset", value: Some(&m.offset().to_string()) });
+                    .insert(Header {
+                        key: "rf-error-class",
+                        value: Some(class),
+                    })
+                    .insert(Header {
+                        key: "rf-error-reason",
+                        value: Some(reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: "rf-source-topic",
+                        value: Some(m.topic()),
+                    })
+                    .insert(Header {
+                        key: "rf-source-partition",
+                        value: Some(&p.to_string()),
+                    })
+                    .insert(Header {
+                        key: "rf-source-offset",
+                        value: Some(&m.offset().to_string()),
+                    });
                 let dlq = self.cfg.dlq_topic.clone();
                 self.produce(&dlq, None, m.key().unwrap_or(&[]), payload, headers)?;
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -198,8 +239,14 @@ impl Engine {
         let mut headers = OwnedHeaders::new();
         if let Some(o) = src_offset {
             headers = headers
-                .insert(Header { key: H_SRC_PARTITION, value: Some(&p.to_string()) })
-                .insert(Header { key: H_SRC_OFFSET, value: Some(&o.to_string()) });
+                .insert(Header {
+                    key: H_SRC_PARTITION,
+                    value: Some(&p.to_string()),
+                })
+                .insert(Header {
+                    key: H_SRC_OFFSET,
+                    value: Some(&o.to_string()),
+                });
         }
         let topic = self.cfg.history_topic.clone();
         self.produce(&topic, Some(p), ev.key.as_bytes(), &bytes, headers)?;
@@ -215,7 +262,11 @@ impl Engine {
             .folds
             .keys()
             .copied()
-            .filter(|p| self.last_write.get(p).is_none_or(|t| t.elapsed() >= interval))
+            .filter(|p| {
+                self.last_write
+                    .get(p)
+                    .is_none_or(|t| t.elapsed() >= interval)
+            })
             .collect();
         for p in idle {
             self.begin()?;
@@ -243,7 +294,11 @@ impl Engine {
                 self.offsets.clear();
                 if let Err(e2) = abort(&self.producer) {
                     tracing::warn!(error = %e2, "abort failed; re-creating the producer");
-                    self.producer = transactional_producer(&self.cfg.bootstrap_servers, &self.cfg.kafka, &transactional_id(&self.cfg))?;
+                    self.producer = transactional_producer(
+                        &self.cfg.bootstrap_servers,
+                        &self.cfg.kafka,
+                        &transactional_id(&self.cfg),
+                    )?;
                 }
                 self.readopt(c)
             }
@@ -256,8 +311,11 @@ impl Engine {
             for (p, o) in &self.offsets {
                 tpl.add_partition_offset(&self.cfg.events_topic, *p, Offset::Offset(*o))?;
             }
-            let meta = c.group_metadata().ok_or_else(|| Error::Aborted("no consumer group metadata".into()))?;
-            self.producer.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))?;
+            let meta = c
+                .group_metadata()
+                .ok_or_else(|| Error::Aborted("no consumer group metadata".into()))?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))?;
         }
         let delivered = commit_drained(&self.producer, Duration::from_secs(30))?;
         self.in_txn = false;
@@ -285,7 +343,12 @@ impl Engine {
         self.folds.clear();
         self.on_assign(c, &mut tpl)?;
         for el in tpl.elements() {
-            c.seek(&self.cfg.events_topic, el.partition(), el.offset(), Duration::from_secs(10))?;
+            c.seek(
+                &self.cfg.events_topic,
+                el.partition(),
+                el.offset(),
+                Duration::from_secs(10),
+            )?;
         }
         Ok(())
     }
@@ -302,14 +365,25 @@ pub type SharedStats = Arc<Stats>;
 
 /// Run the processor until `shutdown` is triggered.
 pub fn run(cfg: Config, shutdown: Shutdown) -> Result<()> {
-    run_with(cfg, shutdown, Arc::new(SystemClock), Arc::new(Stats::default()))
+    run_with(
+        cfg,
+        shutdown,
+        Arc::new(SystemClock),
+        Arc::new(Stats::default()),
+    )
 }
 
-pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: SharedStats) -> Result<()> {
+pub fn run_with(
+    cfg: Config,
+    shutdown: Shutdown,
+    clock: Arc<dyn Clock>,
+    stats: SharedStats,
+) -> Result<()> {
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::Store(e.to_string()))?;
     let store = RocksStore::open(&cfg.state_dir)?;
-    let producer = transactional_producer(&cfg.bootstrap_servers, &cfg.kafka, &transactional_id(&cfg))?;
+    let producer =
+        transactional_producer(&cfg.bootstrap_servers, &cfg.kafka, &transactional_id(&cfg))?;
     let consumer: BaseConsumer<Ctx> = client_config(&cfg.bootstrap_servers, &cfg.kafka)
         .set("group.id", cfg.group_id())
         .set("enable.auto.commit", "false")
@@ -318,7 +392,9 @@ pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: S
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
         .set("partition.assignment.strategy", "range")
-        .create_with_context(Ctx { engine: OnceLock::new() })?;
+        .create_with_context(Ctx {
+            engine: OnceLock::new(),
+        })?;
     let engine = Arc::new(Mutex::new(Engine {
         cfg: cfg.clone(),
         store,
@@ -374,7 +450,12 @@ pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: S
     consumer.unsubscribe();
     // Let the consumer leave the group (revocation runs with nothing left to commit).
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline && !consumer.assignment().map(|a| a.count() == 0).unwrap_or(true) {
+    while Instant::now() < deadline
+        && !consumer
+            .assignment()
+            .map(|a| a.count() == 0)
+            .unwrap_or(true)
+    {
         let _ = consumer.poll(Duration::from_millis(50));
     }
     tracing::info!(region = %cfg.region, "processor stopped");

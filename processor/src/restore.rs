@@ -34,7 +34,9 @@ pub fn restore_partition(cfg: &Config, store: &dyn StateStore, partition: i32) -
         meta.history_next,
         Duration::from_secs(cfg.restore_timeout_secs),
         |m| {
-            let Some(payload) = m.payload() else { return Ok(()) };
+            let Some(payload) = m.payload() else {
+                return Ok(());
+            };
             match Codec::event().decode(payload) {
                 Ok(ev) => {
                     replayed += 1;
@@ -51,6 +53,17 @@ pub fn restore_partition(cfg: &Config, store: &dyn StateStore, partition: i32) -
     fold.take_batch(Some(next), SystemClock.now_ms(), &mut batch);
     store.write(batch)?;
     let elapsed = started.elapsed();
-    tracing::info!(partition, from = meta.history_next, to = next, replayed, ?elapsed, "restored partition from history");
-    Ok(Restored { fold, replayed, elapsed })
+    tracing::info!(
+        partition,
+        from = meta.history_next,
+        to = next,
+        replayed,
+        ?elapsed,
+        "restored partition from history"
+    );
+    Ok(Restored {
+        fold,
+        replayed,
+        elapsed,
+    })
 }

@@ -112,13 +112,21 @@ impl StateStore for RocksStore {
     fn write(&self, batch: StoreBatch) -> Result<()> {
         let mut wb = WriteBatch::default();
         for (p, k, s) in &batch.states {
-            wb.put_cf(self.cf(CF_STATE), pkey(*p, k), serde_json::to_vec(s).map_err(store_err)?);
+            wb.put_cf(
+                self.cf(CF_STATE),
+                pkey(*p, k),
+                serde_json::to_vec(s).map_err(store_err)?,
+            );
         }
         for (p, k, id, ts) in &batch.dedup {
             wb.put_cf(self.cf(CF_DEDUP), dkey(*p, k, id), ts.to_be_bytes());
         }
         for (p, m) in &batch.metas {
-            wb.put_cf(self.cf(CF_META), p.to_be_bytes(), serde_json::to_vec(m).map_err(store_err)?);
+            wb.put_cf(
+                self.cf(CF_META),
+                p.to_be_bytes(),
+                serde_json::to_vec(m).map_err(store_err)?,
+            );
         }
         self.db.write(wb).map_err(store_err)
     }
@@ -136,14 +144,24 @@ mod tests {
             s.write(StoreBatch {
                 states: vec![(1, "k".into(), AggState::Counter { total: 5 })],
                 dedup: vec![(1, "k".into(), "e1".into(), 0)],
-                metas: vec![(1, PartitionMeta { history_next: 7, hlc: Hlc::new(3, 1), input_next: 9 })],
+                metas: vec![(
+                    1,
+                    PartitionMeta {
+                        history_next: 7,
+                        hlc: Hlc::new(3, 1),
+                        input_next: 9,
+                    },
+                )],
             })
             .unwrap();
         }
         let s = RocksStore::open(dir.path()).unwrap();
         assert!(s.seen(1, "k", "e1").unwrap());
         assert!(!s.seen(2, "k", "e1").unwrap());
-        assert_eq!(s.state(1, "k").unwrap(), Some(AggState::Counter { total: 5 }));
+        assert_eq!(
+            s.state(1, "k").unwrap(),
+            Some(AggState::Counter { total: 5 })
+        );
         assert_eq!(s.meta(1).unwrap().unwrap().history_next, 7);
     }
 }

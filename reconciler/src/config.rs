@@ -45,7 +45,10 @@ impl Default for Config {
 }
 
 fn bad(field: &'static str, reason: impl Into<String>) -> Error {
-    Error::Config { field, reason: reason.into() }
+    Error::Config {
+        field,
+        reason: reason.into(),
+    }
 }
 
 impl Config {

@@ -24,7 +24,10 @@ struct Args {
 
 fn parse_region(s: &str) -> Result<RegionSource, String> {
     s.split_once('=')
-        .map(|(n, b)| RegionSource { name: n.to_owned(), bootstrap_servers: b.to_owned() })
+        .map(|(n, b)| RegionSource {
+            name: n.to_owned(),
+            bootstrap_servers: b.to_owned(),
+        })
         .ok_or_else(|| format!("expected name=bootstrap, got {s:?}"))
 }
 
@@ -36,11 +39,16 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let mut cfg = match &args.config {
-        Some(p) => match std::fs::read_to_string(p).map_err(|e| e.to_string()).and_then(|s| toml::from_str::<Config>(&s).map_err(|e| e.to_string())) {
+        Some(p) => match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|s| toml::from_str::<Config>(&s).map_err(|e| e.to_string()))
+        {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("invalid configuration file {}: {e}", p.display());
@@ -49,19 +57,29 @@ fn main() -> std::process::ExitCode {
         },
         None => Config::default(),
     };
-    if let Some(v) = args.home_bootstrap_servers { cfg.home_bootstrap_servers = v; }
-    if let Some(v) = args.instance { cfg.instance = v; }
-    if !args.regions.is_empty() { cfg.regions = args.regions; }
+    if let Some(v) = args.home_bootstrap_servers {
+        cfg.home_bootstrap_servers = v;
+    }
+    if let Some(v) = args.instance {
+        cfg.instance = v;
+    }
+    if !args.regions.is_empty() {
+        cfg.regions = args.regions;
+    }
     cfg.kafka.extend(args.kafka);
     if let Err(e) = cfg.validate() {
         eprintln!("{e}");
         return std::process::ExitCode::from(2);
     }
     let shutdown = Shutdown::default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let s2 = shutdown.clone();
     rt.spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
         s2.trigger();
     });

@@ -32,10 +32,24 @@ pub struct Released {
     pub conflicts: Vec<Conflict>,
 }
 
-fn conflict(kind: ConflictKind, ev: &Event, regions: Vec<String>, winner: Option<String>, loser: Option<String>, detail: String, now_ms: i64) -> Conflict {
+fn conflict(
+    kind: ConflictKind,
+    ev: &Event,
+    regions: Vec<String>,
+    winner: Option<String>,
+    loser: Option<String>,
+    detail: String,
+    now_ms: i64,
+) -> Conflict {
     let hlc = ev.hlc.unwrap_or_default();
     Conflict {
-        conflict_id: format!("{}:{}:{}:{}", kind.as_str(), ev.key, ev.event_id, loser.as_deref().unwrap_or("")),
+        conflict_id: format!(
+            "{}:{}:{}:{}",
+            kind.as_str(),
+            ev.key,
+            ev.event_id,
+            loser.as_deref().unwrap_or("")
+        ),
         key: ev.key.clone(),
         kind,
         event_id: ev.event_id.clone(),
@@ -50,7 +64,11 @@ fn conflict(kind: ConflictKind, ev: &Event, regions: Vec<String>, winner: Option
 
 impl PartitionMerge {
     pub fn new(partition: i32, register_window_ms: i64) -> Self {
-        PartitionMerge { partition, register_window_ms, ..Default::default() }
+        PartitionMerge {
+            partition,
+            register_window_ms,
+            ..Default::default()
+        }
     }
 
     pub fn watermark(&self, region: &str) -> Option<Hlc> {
@@ -63,15 +81,24 @@ impl PartitionMerge {
 
     /// Lowest history offset still buffered from `region` (where a restart must re-read).
     pub fn min_buffered_offset(&self, region: &str) -> Option<i64> {
-        self.buffer.iter().filter(|(k, _)| k.region == region).map(|(_, (_, o))| *o).min()
+        self.buffer
+            .iter()
+            .filter(|(k, _)| k.region == region)
+            .map(|(_, (_, o))| *o)
+            .min()
     }
 
     /// Adopt one record of our own output (restore).
     pub fn adopt(&mut self, rec: &ReconciledEvent) {
         let ev = &rec.event;
         let region = ev.region.clone().unwrap_or_default();
-        let order = OrderKey::new(ev.hlc.unwrap_or_default(), region.clone(), ev.event_id.clone());
-        self.emitted.insert((ev.key.clone(), ev.event_id.clone()), region);
+        let order = OrderKey::new(
+            ev.hlc.unwrap_or_default(),
+            region.clone(),
+            ev.event_id.clone(),
+        );
+        self.emitted
+            .insert((ev.key.clone(), ev.event_id.clone()), region);
         if let Ok(s) = AggState::from_json(&rec.state_json) {
             self.states.insert(ev.key.clone(), s);
         }
@@ -97,9 +124,14 @@ impl PartitionMerge {
         let id = (ev.key.clone(), ev.event_id.clone());
         if let Some(first) = self.emitted.get(&id) {
             let c = conflict(
-                ConflictKind::CrossRegionDuplicate, &ev, vec![first.clone(), region.to_owned()],
-                Some(first.clone()), Some(region.to_owned()),
-                format!("event accepted by {first} and {region}; the earliest was kept"), now_ms);
+                ConflictKind::CrossRegionDuplicate,
+                &ev,
+                vec![first.clone(), region.to_owned()],
+                Some(first.clone()),
+                Some(region.to_owned()),
+                format!("event accepted by {first} and {region}; the earliest was kept"),
+                now_ms,
+            );
             return vec![c];
         }
         if let Some(existing) = self.buffered_ids.get(&id).cloned() {
@@ -109,9 +141,14 @@ impl PartitionMerge {
                 (false, region.to_owned(), existing.region.clone())
             };
             let c = conflict(
-                ConflictKind::CrossRegionDuplicate, &ev, vec![winner_region.clone(), loser_region.clone()],
-                Some(winner_region), Some(loser_region),
-                "event accepted by two regions; the earliest was kept".into(), now_ms);
+                ConflictKind::CrossRegionDuplicate,
+                &ev,
+                vec![winner_region.clone(), loser_region.clone()],
+                Some(winner_region),
+                Some(loser_region),
+                "event accepted by two regions; the earliest was kept".into(),
+                now_ms,
+            );
             if keep_new {
                 self.buffer.remove(&existing);
                 self.buffered_ids.insert(id, order.clone());
@@ -127,7 +164,12 @@ impl PartitionMerge {
     /// Release everything at or below the minimum watermark over `regions`.
     pub fn drain(&mut self, regions: &[String], now_ms: i64) -> Released {
         let mut out = Released::default();
-        let Some(min_wm) = regions.iter().map(|r| self.watermarks.get(r).copied()).collect::<Option<Vec<_>>>().and_then(|v| v.into_iter().min()) else {
+        let Some(min_wm) = regions
+            .iter()
+            .map(|r| self.watermarks.get(r).copied())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().min())
+        else {
             return out;
         };
         while let Some(entry) = self.buffer.first_entry() {
@@ -135,7 +177,8 @@ impl PartitionMerge {
                 break;
             }
             let (order, (ev, _)) = entry.remove_entry();
-            self.buffered_ids.remove(&(ev.key.clone(), ev.event_id.clone()));
+            self.buffered_ids
+                .remove(&(ev.key.clone(), ev.event_id.clone()));
             self.release(order, ev, now_ms, &mut out);
         }
         out
@@ -146,9 +189,19 @@ impl PartitionMerge {
         let (outcome, reason) = if let Some(r) = &ev.refusal {
             (Outcome::Refused, Some(r.clone()))
         } else {
-            if let (Op::RegisterPut { .. }, Some(AggState::Register { region: Some(prev_region), hlc: Some(prev_hlc), .. })) = (&ev.op, &state) {
+            if let (
+                Op::RegisterPut { .. },
+                Some(AggState::Register {
+                    region: Some(prev_region),
+                    hlc: Some(prev_hlc),
+                    ..
+                }),
+            ) = (&ev.op, &state)
+            {
                 let this_region = ev.region.clone().unwrap_or_default();
-                if *prev_region != this_region && order.hlc.physical_ms - prev_hlc.physical_ms < self.register_window_ms {
+                if *prev_region != this_region
+                    && order.hlc.physical_ms - prev_hlc.physical_ms < self.register_window_ms
+                {
                     out.conflicts.push(conflict(
                         ConflictKind::RegisterConcurrent, &ev, vec![prev_region.clone(), this_region.clone()],
                         Some(this_region), Some(prev_region.clone()),
@@ -161,21 +214,36 @@ impl PartitionMerge {
                 Ok(Applied::Refused(r)) => {
                     if matches!(ev.op, Op::Reserve { .. }) {
                         out.conflicts.push(conflict(
-                            ConflictKind::ReservationRevoked, &ev, vec![order.region.clone()],
-                            None, Some(order.region.clone()), r.clone(), now_ms));
+                            ConflictKind::ReservationRevoked,
+                            &ev,
+                            vec![order.region.clone()],
+                            None,
+                            Some(order.region.clone()),
+                            r.clone(),
+                            now_ms,
+                        ));
                     }
                     (Outcome::Revoked, Some(r))
                 }
                 Err(e) => (Outcome::Revoked, Some(e.to_string())),
             }
         };
-        let state_json = state.as_ref().map(|s| s.to_json()).unwrap_or_else(|| "null".into());
+        let state_json = state
+            .as_ref()
+            .map(|s| s.to_json())
+            .unwrap_or_else(|| "null".into());
         if let Some(s) = state {
             self.states.insert(ev.key.clone(), s);
         }
-        self.emitted.insert((ev.key.clone(), ev.event_id.clone()), order.region.clone());
+        self.emitted
+            .insert((ev.key.clone(), ev.event_id.clone()), order.region.clone());
         self.last_emitted = Some(order);
-        out.reconciled.push(ReconciledEvent { event: ev, outcome, reason, state_json });
+        out.reconciled.push(ReconciledEvent {
+            event: ev,
+            outcome,
+            reason,
+            state_json,
+        });
     }
 
     pub fn state(&self, key: &str) -> Option<&AggState> {
@@ -203,7 +271,12 @@ mod tests {
     fn waits_for_every_watermark() {
         let regions = vec!["a".to_string(), "b".to_string()];
         let mut m = PartitionMerge::new(0, 1000);
-        m.offer("a", ev("a", "1", "k", 10, Op::CounterAdd { delta: 1 }), 0, 0);
+        m.offer(
+            "a",
+            ev("a", "1", "k", 10, Op::CounterAdd { delta: 1 }),
+            0,
+            0,
+        );
         assert!(m.drain(&regions, 0).reconciled.is_empty());
         m.offer("b", hb("b", 9), 0, 0);
         assert!(m.drain(&regions, 0).reconciled.is_empty());
@@ -215,8 +288,18 @@ mod tests {
     fn cross_region_duplicate_keeps_earliest() {
         let regions = vec!["a".to_string(), "b".to_string()];
         let mut m = PartitionMerge::new(0, 1000);
-        let c1 = m.offer("b", ev("b", "x", "k", 20, Op::CounterAdd { delta: 1 }), 0, 0);
-        let c2 = m.offer("a", ev("a", "x", "k", 15, Op::CounterAdd { delta: 1 }), 0, 0);
+        let c1 = m.offer(
+            "b",
+            ev("b", "x", "k", 20, Op::CounterAdd { delta: 1 }),
+            0,
+            0,
+        );
+        let c2 = m.offer(
+            "a",
+            ev("a", "x", "k", 15, Op::CounterAdd { delta: 1 }),
+            0,
+            0,
+        );
         assert!(c1.is_empty());
         assert_eq!(c2[0].kind, ConflictKind::CrossRegionDuplicate);
         m.offer("a", hb("a", 30), 1, 0);
@@ -231,8 +314,36 @@ mod tests {
         let regions = vec!["a".to_string(), "b".to_string()];
         let mut m = PartitionMerge::new(0, 1000);
         m.offer("a", ev("a", "s", "item", 1, Op::StockAdd { qty: 1 }), 0, 0);
-        m.offer("a", ev("a", "r1", "item", 2, Op::Reserve { order_id: "o1".into(), qty: 1 }), 1, 0);
-        m.offer("b", ev("b", "r2", "item", 3, Op::Reserve { order_id: "o2".into(), qty: 1 }), 0, 0);
+        m.offer(
+            "a",
+            ev(
+                "a",
+                "r1",
+                "item",
+                2,
+                Op::Reserve {
+                    order_id: "o1".into(),
+                    qty: 1,
+                },
+            ),
+            1,
+            0,
+        );
+        m.offer(
+            "b",
+            ev(
+                "b",
+                "r2",
+                "item",
+                3,
+                Op::Reserve {
+                    order_id: "o2".into(),
+                    qty: 1,
+                },
+            ),
+            0,
+            0,
+        );
         m.offer("a", hb("a", 9), 2, 0);
         m.offer("b", hb("b", 9), 1, 0);
         let r = m.drain(&regions, 0);
@@ -243,18 +354,30 @@ mod tests {
     /// Random histories for regions a, b, c; random interleavings and drain points.
     fn histories() -> impl Strategy<Value = Vec<(String, Vec<Event>)>> {
         let region = |name: &'static str| {
-            proptest::collection::vec((0i64..5, 0usize..6, 0i64..3, any::<bool>()), 0..30).prop_map(move |steps| {
-                let mut t = 0;
-                let mut evs = Vec::new();
-                for (i, (dt, key, delta, dup)) in steps.into_iter().enumerate() {
-                    t += dt + 1;
-                    let id = if dup { format!("shared-{i}") } else { format!("{name}-{i}") };
-                    evs.push(ev(name, &id, &format!("k{key}"), t, Op::CounterAdd { delta }));
-                }
-                t += 1;
-                evs.push(hb(name, t + 1000));
-                (name.to_string(), evs)
-            })
+            proptest::collection::vec((0i64..5, 0usize..6, 0i64..3, any::<bool>()), 0..30).prop_map(
+                move |steps| {
+                    let mut t = 0;
+                    let mut evs = Vec::new();
+                    for (i, (dt, key, delta, dup)) in steps.into_iter().enumerate() {
+                        t += dt + 1;
+                        let id = if dup {
+                            format!("shared-{i}")
+                        } else {
+                            format!("{name}-{i}")
+                        };
+                        evs.push(ev(
+                            name,
+                            &id,
+                            &format!("k{key}"),
+                            t,
+                            Op::CounterAdd { delta },
+                        ));
+                    }
+                    t += 1;
+                    evs.push(hb(name, t + 1000));
+                    (name.to_string(), evs)
+                },
+            )
         };
         (region("a"), region("b"), region("c")).prop_map(|(a, b, c)| vec![a, b, c])
     }
@@ -283,7 +406,9 @@ mod tests {
             }
         }
         out.extend(m.drain(&regions, 0).reconciled);
-        out.iter().map(|r| Codec::reconciled().encode(r).unwrap()).collect()
+        out.iter()
+            .map(|r| Codec::reconciled().encode(r).unwrap())
+            .collect()
     }
 
     proptest! {

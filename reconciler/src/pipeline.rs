@@ -11,7 +11,9 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use rf_core::{Clock, SystemClock};
-use rf_processor::kafka::{abort, client_config, commit_drained, transactional_producer, TxnProducer};
+use rf_processor::kafka::{
+    abort, client_config, commit_drained, transactional_producer, TxnProducer,
+};
 use rf_processor::{Error, Shutdown};
 use rf_schemas::{Codec, Hlc};
 use std::collections::BTreeMap;
@@ -35,21 +37,42 @@ pub struct Stats {
 fn partition_count(bootstrap: &str, cfg: &Config, topic: &str) -> Result<i32, Error> {
     let c: BaseConsumer = client_config(bootstrap, &cfg.kafka).create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let n = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    let n = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0) as i32;
     if n == 0 {
-        return Err(Error::Config { field: "reconciled_topic", reason: format!("topic {topic} has no partitions on {bootstrap}") });
+        return Err(Error::Config {
+            field: "reconciled_topic",
+            reason: format!("topic {topic} has no partitions on {bootstrap}"),
+        });
     }
     Ok(n)
 }
 
 pub fn run(cfg: Config, shutdown: Shutdown) -> Result<(), Error> {
-    run_with(cfg, shutdown, Arc::new(SystemClock), Arc::new(Stats::default()))
+    run_with(
+        cfg,
+        shutdown,
+        Arc::new(SystemClock),
+        Arc::new(Stats::default()),
+    )
 }
 
-pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: Arc<Stats>) -> Result<(), Error> {
+pub fn run_with(
+    cfg: Config,
+    shutdown: Shutdown,
+    clock: Arc<dyn Clock>,
+    stats: Arc<Stats>,
+) -> Result<(), Error> {
     cfg.validate()?;
     let n = partition_count(&cfg.home_bootstrap_servers, &cfg, &cfg.reconciled_topic)?;
-    let owned: Vec<i32> = if cfg.partitions.is_empty() { (0..n).collect() } else { cfg.partitions.clone() };
+    let owned: Vec<i32> = if cfg.partitions.is_empty() {
+        (0..n).collect()
+    } else {
+        cfg.partitions.clone()
+    };
     let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
 
     // Adopt our own output first (invariant 3).
@@ -57,9 +80,14 @@ pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: A
     let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for &p in &owned {
         let r = restore_partition(&cfg, p)?;
-        stats.restored_records.fetch_add(r.records, Ordering::Relaxed);
+        stats
+            .restored_records
+            .fetch_add(r.records, Ordering::Relaxed);
         for region in &regions {
-            positions.insert((region.clone(), p), r.resume.get(region).copied().unwrap_or(0));
+            positions.insert(
+                (region.clone(), p),
+                r.resume.get(region).copied().unwrap_or(0),
+            );
         }
         merges.insert(p, r.merge);
     }
@@ -75,7 +103,11 @@ pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: A
             .create()?;
         let mut tpl = TopicPartitionList::new();
         for &p in &owned {
-            tpl.add_partition_offset(&cfg.history_topic, p, Offset::Offset(positions[&(src.name.clone(), p)]))?;
+            tpl.add_partition_offset(
+                &cfg.history_topic,
+                p,
+                Offset::Offset(positions[&(src.name.clone(), p)]),
+            )?;
         }
         c.assign(&tpl)?;
         consumers.push((src.name.clone(), c));
@@ -106,15 +138,21 @@ pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: A
                         got += 1;
                         let p = m.partition();
                         positions.insert((region.clone(), p), m.offset() + 1);
-                        let Some(merge) = merges.get_mut(&p) else { continue };
+                        let Some(merge) = merges.get_mut(&p) else {
+                            continue;
+                        };
                         match m.payload().map(|b| Codec::event().decode(b)) {
                             Some(Ok(ev)) => {
                                 stats.history_records.fetch_add(1, Ordering::Relaxed);
                                 let conflicts = merge.offer(region, ev, m.offset(), clock.now_ms());
-                                stats.conflicts.fetch_add(conflicts.len() as u64, Ordering::Relaxed);
+                                stats
+                                    .conflicts
+                                    .fetch_add(conflicts.len() as u64, Ordering::Relaxed);
                                 pending.extend(conflicts);
                             }
-                            _ => tracing::warn!(%region, partition = p, offset = m.offset(), "undecodable history record skipped"),
+                            _ => {
+                                tracing::warn!(%region, partition = p, offset = m.offset(), "undecodable history record skipped")
+                            }
                         }
                     }
                 }
@@ -124,11 +162,29 @@ pub fn run_with(cfg: Config, shutdown: Shutdown, clock: Arc<dyn Clock>, stats: A
             std::thread::sleep(Duration::from_millis(5));
         }
         if last_commit.elapsed() >= commit_every {
-            release(&cfg, &regions, &mut merges, &positions, &producer, &*clock, &stats, &mut pending)?;
+            release(
+                &cfg,
+                &regions,
+                &mut merges,
+                &positions,
+                &producer,
+                &*clock,
+                &stats,
+                &mut pending,
+            )?;
             last_commit = Instant::now();
         }
     }
-    release(&cfg, &regions, &mut merges, &positions, &producer, &*clock, &stats, &mut pending)?;
+    release(
+        &cfg,
+        &regions,
+        &mut merges,
+        &positions,
+        &producer,
+        &*clock,
+        &stats,
+        &mut pending,
+    )?;
     tracing::info!("reconciler stopped");
     Ok(())
 }
@@ -138,7 +194,12 @@ fn send(producer: &TxnProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), E
     loop {
         match producer.send(rec) {
             Ok(()) => return Ok(()),
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
                 producer.poll(Duration::from_millis(5));
                 rec = r;
             }
@@ -176,7 +237,9 @@ fn release(
         let resume: Vec<(String, String)> = regions
             .iter()
             .map(|r| {
-                let at = merge.min_buffered_offset(r).unwrap_or_else(|| positions.get(&(r.clone(), *p)).copied().unwrap_or(0));
+                let at = merge
+                    .min_buffered_offset(r)
+                    .unwrap_or_else(|| positions.get(&(r.clone(), *p)).copied().unwrap_or(0));
                 (format!("{H_RESUME_PREFIX}{r}"), at.to_string())
             })
             .collect();
@@ -193,23 +256,50 @@ fn release(
     let mut n_con = 0;
     for (p, released, resume) in &outputs {
         for rec in &released.reconciled {
-            let bytes = Codec::reconciled().encode(rec).map_err(|e| Error::Aborted(e.to_string()))?;
+            let bytes = Codec::reconciled()
+                .encode(rec)
+                .map_err(|e| Error::Aborted(e.to_string()))?;
             let mut headers = OwnedHeaders::new();
             for (k, v) in resume {
-                headers = headers.insert(Header { key: k, value: Some(v) });
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
             }
-            send(producer, BaseRecord::to(&cfg.reconciled_topic).partition(*p).key(rec.event.key.as_bytes()).payload(&bytes[..]).headers(headers))?;
+            send(
+                producer,
+                BaseRecord::to(&cfg.reconciled_topic)
+                    .partition(*p)
+                    .key(rec.event.key.as_bytes())
+                    .payload(&bytes[..])
+                    .headers(headers),
+            )?;
             n_rec += 1;
         }
         for c in &released.conflicts {
-            let bytes = Codec::conflict().encode(c).map_err(|e| Error::Aborted(e.to_string()))?;
-            send(producer, BaseRecord::to(&cfg.conflicts_topic).partition(*p).key(c.key.as_bytes()).payload(&bytes[..]))?;
+            let bytes = Codec::conflict()
+                .encode(c)
+                .map_err(|e| Error::Aborted(e.to_string()))?;
+            send(
+                producer,
+                BaseRecord::to(&cfg.conflicts_topic)
+                    .partition(*p)
+                    .key(c.key.as_bytes())
+                    .payload(&bytes[..]),
+            )?;
             n_con += 1;
         }
     }
     for c in &early {
-        let bytes = Codec::conflict().encode(c).map_err(|e| Error::Aborted(e.to_string()))?;
-        send(producer, BaseRecord::to(&cfg.conflicts_topic).key(c.key.as_bytes()).payload(&bytes[..]))?;
+        let bytes = Codec::conflict()
+            .encode(c)
+            .map_err(|e| Error::Aborted(e.to_string()))?;
+        send(
+            producer,
+            BaseRecord::to(&cfg.conflicts_topic)
+                .key(c.key.as_bytes())
+                .payload(&bytes[..]),
+        )?;
     }
     match commit_drained(producer, Duration::from_secs(30)) {
         Ok(_) => {

@@ -39,7 +39,11 @@ pub fn restore_partition(cfg: &Config, partition: i32) -> Result<Restored, Error
             if let Some(hs) = m.headers() {
                 for h in hs.iter() {
                     if let Some(region) = h.key.strip_prefix(H_RESUME_PREFIX) {
-                        if let Some(o) = h.value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.parse().ok()) {
+                        if let Some(o) = h
+                            .value
+                            .and_then(|v| std::str::from_utf8(v).ok())
+                            .and_then(|s| s.parse().ok())
+                        {
                             resume.insert(region.to_owned(), o);
                         }
                     }
@@ -48,6 +52,15 @@ pub fn restore_partition(cfg: &Config, partition: i32) -> Result<Restored, Error
             Ok(())
         },
     )?;
-    tracing::info!(partition, records, ?resume, "reconciler restored partition from its output");
-    Ok(Restored { merge, resume, records })
+    tracing::info!(
+        partition,
+        records,
+        ?resume,
+        "reconciler restored partition from its output"
+    );
+    Ok(Restored {
+        merge,
+        resume,
+        records,
+    })
 }

@@ -81,8 +81,7 @@ impl<T: AvroRecord> Codec<T> {
         let mut c = Self::new(reader_text)?;
         for w in writer_texts {
             let s = Schema::parse_str(w).map_err(|e| e.to_string())?;
-            c.writers
-                .push((u64::from_le_bytes(fingerprint(&s)), s));
+            c.writers.push((u64::from_le_bytes(fingerprint(&s)), s));
         }
         Ok(c)
     }
@@ -92,8 +91,8 @@ impl<T: AvroRecord> Codec<T> {
     }
 
     pub fn encode(&self, value: &T) -> Result<Vec<u8>, EncodeError> {
-        let datum =
-            to_avro_datum(&self.writer, value.to_value()).map_err(|e| EncodeError(e.to_string()))?;
+        let datum = to_avro_datum(&self.writer, value.to_value())
+            .map_err(|e| EncodeError(e.to_string()))?;
         let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.fingerprint);
@@ -177,12 +176,25 @@ mod tests {
     fn all_ops() -> Vec<Op> {
         vec![
             Op::CounterAdd { delta: -3 },
-            Op::RegisterPut { value: "blue".into() },
-            Op::ScoreSubmit { player: "ann".into(), score: 99 },
+            Op::RegisterPut {
+                value: "blue".into(),
+            },
+            Op::ScoreSubmit {
+                player: "ann".into(),
+                score: 99,
+            },
             Op::StockAdd { qty: 1000 },
-            Op::Reserve { order_id: "o1".into(), qty: 2 },
-            Op::Release { order_id: "o1".into() },
-            Op::MessagePost { author: "bo".into(), text: "hi ✓".into() },
+            Op::Reserve {
+                order_id: "o1".into(),
+                qty: 2,
+            },
+            Op::Release {
+                order_id: "o1".into(),
+            },
+            Op::MessagePost {
+                author: "bo".into(),
+                text: "hi ✓".into(),
+            },
             Op::Heartbeat,
         ]
     }
@@ -259,7 +271,13 @@ mod tests {
     #[test]
     fn unknown_fingerprint_and_truncation_are_typed_errors() {
         let mut bytes = Codec::event()
-            .encode(&Event::new("x", "k", Op::RegisterPut { value: "long value".into() }))
+            .encode(&Event::new(
+                "x",
+                "k",
+                Op::RegisterPut {
+                    value: "long value".into(),
+                },
+            ))
             .unwrap();
         let good = bytes.clone();
         bytes[5] ^= 0xFF;
@@ -271,7 +289,10 @@ mod tests {
         let err = Codec::event().decode(truncated).unwrap_err();
         assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
         assert_eq!(err.class(), "truncated_or_malformed");
-        assert_eq!(Codec::event().decode(&good[..5]), Err(DecodeError::TooShort(5)));
+        assert_eq!(
+            Codec::event().decode(&good[..5]),
+            Err(DecodeError::TooShort(5))
+        );
         assert!(matches!(
             Codec::event().decode(b"hello world, not avro"),
             Err(DecodeError::BadMagic(..))

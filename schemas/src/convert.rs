@@ -137,7 +137,9 @@ fn op_from(v: Value) -> Result<Op, String> {
             player: f.string("player")?,
             score: f.long("score")?,
         },
-        3 => Op::StockAdd { qty: f.long("qty")? },
+        3 => Op::StockAdd {
+            qty: f.long("qty")?,
+        },
         4 => Op::Reserve {
             order_id: f.string("order_id")?,
             qty: f.long("qty")?,
@@ -247,7 +249,10 @@ impl AvroRecord for Conflict {
             ("loser", opt_str(&self.loser)),
             ("detail", s(&self.detail)),
             ("hlc", hlc_value(&self.hlc)),
-            ("reconcile_latency_ms", Value::Long(self.reconcile_latency_ms)),
+            (
+                "reconcile_latency_ms",
+                Value::Long(self.reconcile_latency_ms),
+            ),
         ])
     }
 

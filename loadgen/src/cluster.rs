@@ -1,0 +1,176 @@
+//! A multi-region set-up on embedded brokers: one Tansu per region plus the home cluster,
+//! topics created, processors and the reconciler run in-process on their own threads.
+
+use crate::broker::Broker;
+use rf_processor::pipeline::Stats as ProcStats;
+use rf_processor::Shutdown;
+use rf_reconciler::{RegionSource, Stats as RecStats};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub const PARTITIONS: i32 = 4;
+
+pub struct Running<S> {
+    pub name: String,
+    pub shutdown: Shutdown,
+    pub stats: Arc<S>,
+    handle: Option<JoinHandle<Result<(), rf_processor::Error>>>,
+}
+
+impl<S> Running<S> {
+    pub fn stop(&mut self) -> Result<(), String> {
+        self.shutdown.trigger();
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(Ok(()))) | None => Ok(()),
+            Some(Ok(Err(e))) => Err(format!("{}: {e}", self.name)),
+            Some(Err(_)) => Err(format!("{}: panicked", self.name)),
+        }
+    }
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+pub struct Cluster {
+    pub regions: Vec<(String, Broker)>,
+    pub home: Broker,
+    pub partitions: i32,
+    pub dir: tempfile::TempDir,
+    pub processors: Vec<Running<ProcStats>>,
+    pub reconciler: Option<Running<RecStats>>,
+}
+
+impl Cluster {
+    pub fn start(regions: &[&str], partitions: i32) -> Result<Cluster, String> {
+        let mut rs = Vec::new();
+        for r in regions {
+            let b = Broker::start(r)?;
+            b.create_topics(&["events", "events.dlq", "history"], partitions)?;
+            rs.push((r.to_string(), b));
+        }
+        let home = Broker::start("home")?;
+        home.create_topics(&["reconciled", "conflicts"], partitions)?;
+        Ok(Cluster {
+            regions: rs,
+            home,
+            partitions,
+            dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+            processors: Vec::new(),
+            reconciler: None,
+        })
+    }
+
+    pub fn bootstrap(&self, region: &str) -> String {
+        self.regions
+            .iter()
+            .find(|(n, _)| n == region)
+            .map(|(_, b)| b.bootstrap())
+            .expect("known region")
+    }
+
+    pub fn processor_config(&self, region: &str, instance: usize) -> rf_processor::Config {
+        let mut cfg = rf_processor::Config {
+            region: region.to_owned(),
+            bootstrap_servers: self.bootstrap(region),
+            state_dir: self.dir.path().join(format!("{region}-{instance}")),
+            ..Default::default()
+        };
+        if let Ok(d) = std::env::var("RF_KAFKA_DEBUG") {
+            cfg.kafka.insert("debug".into(), d);
+        }
+        cfg
+    }
+
+    pub fn start_processor(&mut self, region: &str, instance: usize) {
+        let cfg = self.processor_config(region, instance);
+        let shutdown = Shutdown::default();
+        let stats = Arc::new(ProcStats::default());
+        let (s, st) = (shutdown.clone(), stats.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("processor-{region}-{instance}"))
+            .spawn(move || {
+                rf_processor::pipeline::run_with(cfg, s, Arc::new(rf_core::SystemClock), st)
+            })
+            .expect("spawn");
+        self.processors.push(Running {
+            name: format!("processor {region}#{instance}"),
+            shutdown,
+            stats,
+            handle: Some(handle),
+        });
+    }
+
+    pub fn reconciler_config(&self) -> rf_reconciler::Config {
+        rf_reconciler::Config {
+            home_bootstrap_servers: self.home.bootstrap(),
+            regions: self
+                .regions
+                .iter()
+                .map(|(n, b)| RegionSource {
+                    name: n.clone(),
+                    bootstrap_servers: b.bootstrap(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn start_reconciler(&mut self) {
+        let cfg = self.reconciler_config();
+        let shutdown = Shutdown::default();
+        let stats = Arc::new(RecStats::default());
+        let (s, st) = (shutdown.clone(), stats.clone());
+        let handle = std::thread::Builder::new()
+            .name("reconciler".into())
+            .spawn(move || rf_reconciler::run_with(cfg, s, Arc::new(rf_core::SystemClock), st))
+            .expect("spawn");
+        self.reconciler = Some(Running {
+            name: "reconciler".into(),
+            shutdown,
+            stats,
+            handle: Some(handle),
+        });
+    }
+
+    /// Fail fast if a component died.
+    pub fn check_alive(&self) -> Result<(), String> {
+        for p in &self.processors {
+            if p.is_finished() && !p.shutdown.is_triggered() {
+                return Err(format!("{} stopped unexpectedly", p.name));
+            }
+        }
+        if let Some(r) = &self.reconciler {
+            if r.is_finished() && !r.shutdown.is_triggered() {
+                return Err("reconciler stopped unexpectedly".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stop_all(&mut self) -> Vec<String> {
+        let mut errs = Vec::new();
+        for p in &self.processors {
+            p.shutdown.trigger();
+        }
+        if let Some(r) = &self.reconciler {
+            r.shutdown.trigger();
+        }
+        for p in &mut self.processors {
+            if let Err(e) = p.stop() {
+                errs.push(e);
+            }
+        }
+        if let Some(r) = &mut self.reconciler {
+            if let Err(e) = r.stop() {
+                errs.push(e);
+            }
+        }
+        errs
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop_all();
+    }
+}
