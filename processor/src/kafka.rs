@@ -132,6 +132,19 @@ pub fn read_to_end(
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + timeout;
     let mut next = from.max(0);
+    // Tansu's fetch responses can carry a high watermark that is only the end of the
+    // returned batch, so a partition-EOF alone may come early. The partition is ours
+    // (its previous owner is gone), so its end does not move while we restore: take the
+    // highest of the listed end offset and the EOF offset.
+    let listed_end = (0..3)
+        .filter_map(|_| {
+            consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .ok()
+        })
+        .map(|(_, high)| high)
+        .max()
+        .unwrap_or(0);
     loop {
         if Instant::now() > deadline {
             return Err(Error::RestoreTimeout {
@@ -146,7 +159,7 @@ pub fn read_to_end(
             .context()
             .eof_at
             .load(std::sync::atomic::Ordering::SeqCst);
-        if eof_at != EOF_UNSET && next >= eof_at {
+        if eof_at != EOF_UNSET && next >= eof_at && next >= listed_end {
             return Ok(next);
         }
         match consumer.poll(Duration::from_millis(if eof_at != EOF_UNSET {
@@ -154,9 +167,10 @@ pub fn read_to_end(
         } else {
             100
         })) {
-            None if eof_at == EOF_UNKNOWN_OFFSET => return Ok(next),
+            None if eof_at == EOF_UNKNOWN_OFFSET && next >= listed_end => return Ok(next),
             None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(next),
+            Some(Err(KafkaError::PartitionEOF(_))) if next >= listed_end => return Ok(next),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => {
                 tracing::warn!(topic, partition, error = %e, "restore read error; retrying");
             }
