@@ -8,7 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -98,6 +98,24 @@ pub fn commit_drained(p: &TxnProducer, timeout: Duration) -> Result<Delivered> {
             .max(Duration::from_secs(1)),
     )?;
     Ok(delivered)
+}
+
+/// Send one record, polling for delivery reports while the local queue is full.
+pub fn send(p: &TxnProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    let mut rec = rec;
+    loop {
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
+                p.poll(Duration::from_millis(5));
+                rec = r;
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
 }
 
 /// Abort the open transaction, discarding delivery bookkeeping.

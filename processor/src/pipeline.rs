@@ -153,22 +153,7 @@ impl Engine {
         if let Some(p) = partition {
             rec = rec.partition(p);
         }
-        let mut rec = rec;
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
-                    self.producer.poll(Duration::from_millis(5));
-                    rec = r;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        crate::kafka::send(&self.producer, rec)
     }
 
     fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {

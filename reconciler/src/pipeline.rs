@@ -12,7 +12,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use rf_core::{Clock, SystemClock};
 use rf_processor::kafka::{
-    abort, client_config, commit_drained, transactional_producer, TxnProducer,
+    abort, client_config, commit_drained, send, transactional_producer, TxnProducer,
 };
 use rf_processor::{Error, Shutdown};
 use rf_schemas::{Codec, Hlc};
@@ -187,25 +187,6 @@ pub fn run_with(
     )?;
     tracing::info!("reconciler stopped");
     Ok(())
-}
-
-fn send(producer: &TxnProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), Error> {
-    let mut rec = rec;
-    loop {
-        match producer.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                r,
-            )) => {
-                producer.poll(Duration::from_millis(5));
-                rec = r;
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
