@@ -189,6 +189,26 @@ pub fn run_with(
     Ok(())
 }
 
+/// Conflicts released with a partition go to the same partition index; conflicts found
+/// on arrival are keyed and left to the partitioner.
+fn send_conflict(
+    producer: &TxnProducer,
+    topic: &str,
+    partition: Option<i32>,
+    c: &rf_schemas::Conflict,
+) -> Result<(), Error> {
+    let bytes = Codec::conflict()
+        .encode(c)
+        .map_err(|e| Error::Aborted(e.to_string()))?;
+    let mut rec = BaseRecord::to(topic)
+        .key(c.key.as_bytes())
+        .payload(&bytes[..]);
+    if let Some(p) = partition {
+        rec = rec.partition(p);
+    }
+    send(producer, rec)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn release(
     cfg: &Config,
@@ -258,29 +278,12 @@ fn release(
             n_rec += 1;
         }
         for c in &released.conflicts {
-            let bytes = Codec::conflict()
-                .encode(c)
-                .map_err(|e| Error::Aborted(e.to_string()))?;
-            send(
-                producer,
-                BaseRecord::to(&cfg.conflicts_topic)
-                    .partition(*p)
-                    .key(c.key.as_bytes())
-                    .payload(&bytes[..]),
-            )?;
+            send_conflict(producer, &cfg.conflicts_topic, Some(*p), c)?;
             n_con += 1;
         }
     }
     for c in &early {
-        let bytes = Codec::conflict()
-            .encode(c)
-            .map_err(|e| Error::Aborted(e.to_string()))?;
-        send(
-            producer,
-            BaseRecord::to(&cfg.conflicts_topic)
-                .key(c.key.as_bytes())
-                .payload(&bytes[..]),
-        )?;
+        send_conflict(producer, &cfg.conflicts_topic, None, c)?;
     }
     match commit_drained(producer, Duration::from_secs(30)) {
         Ok(_) => {
