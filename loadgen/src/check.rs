@@ -20,7 +20,7 @@ fn read_all<T>(
     for p in 0..partitions {
         read_to_end(
             bootstrap,
-            &Default::default(),
+            &crate::cluster::kafka_extras(),
             topic,
             p,
             0,

@@ -75,9 +75,7 @@ impl Cluster {
             state_dir: self.dir.path().join(format!("{region}-{instance}")),
             ..Default::default()
         };
-        if let Ok(d) = std::env::var("RF_KAFKA_DEBUG") {
-            cfg.kafka.insert("debug".into(), d);
-        }
+        cfg.kafka.extend(kafka_extras());
         cfg
     }
 
@@ -173,4 +171,18 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.stop_all();
     }
+}
+
+/// librdkafka settings every client of the harness gets: `RF_KAFKA_DEBUG` becomes `debug`.
+pub fn kafka_extras() -> std::collections::BTreeMap<String, String> {
+    std::env::var("RF_KAFKA_DEBUG")
+        .map(|d| {
+            [
+                ("debug".to_owned(), d),
+                ("log_level".to_owned(), "7".to_owned()),
+            ]
+            .into_iter()
+            .collect()
+        })
+        .unwrap_or_default()
 }

@@ -11,11 +11,14 @@ pub enum Error {
     Kafka(#[from] KafkaError),
     #[error("state store: {0}")]
     Store(String),
-    #[error("restore of {topic}[{partition}] did not reach the end within {secs}s")]
+    #[error("reading {topic}[{partition}] to its end took over {secs}s: read to offset {next}, listed end {listed_end}, partition-EOF at {eof_at}")]
     RestoreTimeout {
         topic: String,
         partition: i32,
         secs: u64,
+        next: i64,
+        listed_end: i64,
+        eof_at: String,
     },
     #[error("transaction aborted: {0}")]
     Aborted(String),

@@ -164,30 +164,48 @@ pub fn read_to_end(
         .max()
         .unwrap_or(0);
     loop {
-        if Instant::now() > deadline {
-            return Err(Error::RestoreTimeout {
-                topic: topic.to_owned(),
-                partition,
-                secs: timeout.as_secs(),
-            });
-        }
         // The EOF event and the records travel on different queues: finish only once the
         // records below the offset where the fetch reached the high watermark are read.
         let eof_at = consumer
             .context()
             .eof_at
             .load(std::sync::atomic::Ordering::SeqCst);
-        if eof_at != EOF_UNSET && next >= eof_at && next >= listed_end {
-            return Ok(next);
+        if Instant::now() > deadline {
+            return Err(Error::RestoreTimeout {
+                topic: topic.to_owned(),
+                partition,
+                secs: timeout.as_secs(),
+                next: position(&consumer, topic, partition)
+                    .unwrap_or(next)
+                    .max(next),
+                listed_end,
+                eof_at: match eof_at {
+                    EOF_UNSET => "not reached".into(),
+                    EOF_UNKNOWN_OFFSET => "unknown offset".into(),
+                    n => n.to_string(),
+                },
+            });
+        }
+        // A transaction's commit marker takes an offset but is never delivered: when the
+        // last records were followed by one, only the consumer's position passes it.
+        let reached = if eof_at == EOF_UNSET {
+            next
+        } else {
+            position(&consumer, topic, partition)
+                .unwrap_or(next)
+                .max(next)
+        };
+        if eof_at != EOF_UNSET && reached >= eof_at && reached >= listed_end {
+            return Ok(reached);
         }
         match consumer.poll(Duration::from_millis(if eof_at != EOF_UNSET {
             10
         } else {
             100
         })) {
-            None if eof_at == EOF_UNKNOWN_OFFSET && next >= listed_end => return Ok(next),
+            None if eof_at == EOF_UNKNOWN_OFFSET && reached >= listed_end => return Ok(reached),
             None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) if next >= listed_end => return Ok(next),
+            Some(Err(KafkaError::PartitionEOF(_))) if reached >= listed_end => return Ok(reached),
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => {
                 tracing::warn!(topic, partition, error = %e, "restore read error; retrying");
@@ -197,6 +215,19 @@ pub fn read_to_end(
                 f(&m)?;
             }
         }
+    }
+}
+
+/// The fetch position of one assigned partition, if it is known.
+fn position<C: rdkafka::consumer::ConsumerContext>(
+    c: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let tpl = c.position().ok()?;
+    match tpl.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
     }
 }
 

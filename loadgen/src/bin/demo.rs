@@ -20,6 +20,9 @@ struct Args {
     events: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// After the summary, keep the brokers up (to inspect the topics) until Ctrl-C.
+    #[arg(long)]
+    keep_brokers: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -109,10 +112,9 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
             .as_ref()
             .map(|r| r.stats.reconciled.load(Ordering::Relaxed))
             .unwrap_or(0) as usize;
-        if rec >= ledger.distinct.len() && reconciled_count(&cluster)? >= ledger.distinct.len() {
-            break;
-        }
-        if last_print.elapsed() > Duration::from_secs(2) {
+        let done =
+            rec >= ledger.distinct.len() && reconciled_count(&cluster)? >= ledger.distinct.len();
+        if done || last_print.elapsed() > Duration::from_secs(1) {
             let accepted: u64 = cluster
                 .processors
                 .iter()
@@ -123,6 +125,9 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
                 ledger.distinct.len()
             );
             last_print = Instant::now();
+        }
+        if done {
+            break;
         }
         if Instant::now() > deadline {
             println!("   deadline passed with {rec} reconciled");
@@ -143,8 +148,10 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
             )
         })
         .collect();
-    let report = check(&cluster, &ledger)?;
+    // Stop the writers first: processors heartbeat into history every few hundred ms, so
+    // a live partition has no end to read to. The brokers live on until `cluster` drops.
     let errs = cluster.stop_all();
+    let report = check(&cluster, &ledger)?;
     println!("\n== summary ({:.1} s)", started.elapsed().as_secs_f64());
     println!("   sent                {} records ({} distinct events, {} same-region retries, {} failovers, {} malformed)",
         report.sent_records, report.sent_distinct, report.retries, report.failovers, report.malformed_sent);
@@ -166,9 +173,15 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
     for (k, s) in &report.sample_states {
         println!("     {k:<22} {s}");
     }
-    println!("   where to look: topics events/history/events.dlq on each region broker, reconciled/conflicts on home (addresses above; the brokers stop with the demo)");
+    println!("   where to look: topics events/history/events.dlq on each region broker, reconciled/conflicts on home (addresses above; they stop with the demo unless --keep-brokers)");
     for e in &errs {
         println!("   component error: {e}");
+    }
+    if args.keep_brokers {
+        println!("   brokers kept up (--keep-brokers); press Ctrl-C to stop them");
+        while !interrupted.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     if report.ok() && errs.is_empty() {
         println!("\nRESULT: reconciled state EQUALS the state recomputed from what was sent");
