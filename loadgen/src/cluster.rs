@@ -130,6 +130,34 @@ impl Cluster {
         });
     }
 
+    /// Wait, with a deadline, until `done` holds; fail early if a component died.
+    pub fn wait_until(
+        &self,
+        timeout: std::time::Duration,
+        what: &str,
+        mut done: impl FnMut(&Cluster) -> Result<bool, String>,
+    ) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.check_alive()?;
+            if done(self)? {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("timed out after {timeout:?} waiting for {what}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Sum of one processor counter over all processors.
+    pub fn processor_sum(&self, f: impl Fn(&ProcStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+        self.processors
+            .iter()
+            .map(|p| f(&p.stats).load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
     /// Fail fast if a component died.
     pub fn check_alive(&self) -> Result<(), String> {
         for p in &self.processors {

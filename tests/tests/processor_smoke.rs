@@ -2,41 +2,39 @@
 //! every retry deduplicated, every malformed record dead-lettered.
 use rf_loadgen::cluster::Cluster;
 use rf_loadgen::workload::{generate, publish, Workload};
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
-fn processor_accepts_events() {
+fn processor_accepts_dedups_and_dead_letters() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    let c = Cluster::start(&["a"], 4).unwrap();
+    let mut c = Cluster::start(&["a"], 4).unwrap();
     let w = Workload {
-        events: 200,
-        malformed: 4,
+        events: 2_000,
+        malformed: 20,
         ..Default::default()
     };
     let (recs, ledger) = generate(&w, 1);
-    let cfg = c.processor_config("a", 0);
-    let shutdown = rf_processor::Shutdown::default();
-    let stats = std::sync::Arc::new(rf_processor::pipeline::Stats::default());
-    let (s, st) = (shutdown.clone(), stats.clone());
-    let h = std::thread::spawn(move || {
-        rf_processor::pipeline::run_with(cfg, s, std::sync::Arc::new(rf_core::SystemClock), st)
-    });
-    std::thread::sleep(Duration::from_secs(4));
+    assert!(ledger.retries_same_region > 0);
+    c.start_processor("a", 0);
     publish(&[c.bootstrap("a")], &recs, |_| {}).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stats.accepted.load(Ordering::Relaxed) < ledger.distinct.len() as u64
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    shutdown.trigger();
-    h.join().unwrap().unwrap();
+    c.wait_until(Duration::from_secs(120), "every record consumed", |c| {
+        Ok(c.processor_sum(|s| &s.consumed) as usize >= ledger.records)
+    })
+    .unwrap();
+    let errs = c.stop_all();
+    assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(
-        stats.accepted.load(Ordering::Relaxed),
-        ledger.distinct.len() as u64
+        c.processor_sum(|s| &s.accepted) as usize,
+        ledger.distinct.len()
     );
-    drop(c);
+    assert_eq!(
+        c.processor_sum(|s| &s.duplicates) as usize,
+        ledger.retries_same_region + ledger.failovers
+    );
+    assert_eq!(
+        c.processor_sum(|s| &s.dead_lettered) as usize,
+        ledger.malformed
+    );
 }
