@@ -244,3 +244,220 @@ pub fn check(c: &Cluster, ledger: &Ledger) -> Result<Report, String> {
     }
     Ok(r)
 }
+
+/// The consumer group's committed offsets for `topic` (what a restart resumes from).
+pub fn group_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<i32, i64>, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// What one region's processors left behind, checked against what was sent.
+#[derive(Debug, Default)]
+pub struct ProcessorReport {
+    pub history_events: usize,
+    pub heartbeats: usize,
+    pub dlq_records: usize,
+    /// Distinct (source partition, source offset) among dead letters.
+    pub dlq_distinct: usize,
+    pub dlq_reasons: BTreeMap<String, usize>,
+    pub states_checked: usize,
+    pub problems: Vec<String>,
+}
+
+/// Invariants 1, 3, 4 and 8 as a reader sees them, for one region whose processors have
+/// stopped: `history` holds each sent (key, event_id) exactly once and nothing else, its
+/// HLC strictly increases per partition, every malformed record is dead-lettered, counters
+/// equal the sums of what was sent, and the RocksDB state of each partition (from the store
+/// that reflects the most history) equals the fold of its history.
+pub fn verify_region(
+    bootstrap: &str,
+    partitions: i32,
+    ledger: &Ledger,
+    state_dirs: &[std::path::PathBuf],
+) -> Result<ProcessorReport, String> {
+    use rf_processor::store::{RocksStore, StateStore};
+    let mut r = ProcessorReport::default();
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut folded: BTreeMap<i32, BTreeMap<String, Option<AggState>>> = BTreeMap::new();
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for p in 0..partitions {
+        let mut last: Option<rf_schemas::Hlc> = None;
+        let mut data_end = 0;
+        let fold = folded.entry(p).or_default();
+        read_to_end(
+            bootstrap,
+            &crate::cluster::kafka_extras(),
+            "history",
+            p,
+            0,
+            Duration::from_secs(120),
+            |m| {
+                data_end = m.offset() + 1;
+                let Some(ev) = m.payload().and_then(|b| Codec::event().decode(b).ok()) else {
+                    r.problems
+                        .push(format!("history[{p}]@{}: undecodable", m.offset()));
+                    return Ok(());
+                };
+                let h = ev.hlc.unwrap_or_default();
+                if last.is_some_and(|l| h <= l) {
+                    r.problems.push(format!(
+                        "history[{p}]@{}: HLC {h:?} not above {last:?}",
+                        m.offset()
+                    ));
+                }
+                last = Some(h);
+                if matches!(ev.op, Op::Heartbeat) {
+                    r.heartbeats += 1;
+                    return Ok(());
+                }
+                r.history_events += 1;
+                let id = (ev.key.clone(), ev.event_id.clone());
+                if !ledger.distinct.contains_key(&id) {
+                    r.problems.push(format!("history: {id:?} was never sent"));
+                }
+                if !seen.insert(id.clone()) {
+                    r.problems
+                        .push(format!("history: {id:?} appears more than once"));
+                    return Ok(());
+                }
+                let st = fold.entry(ev.key.clone()).or_default();
+                if ev.refusal.is_none() {
+                    let _ = rf_core::aggregate::apply(st, &ev);
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        ends.insert(p, data_end);
+    }
+    let missing = ledger
+        .distinct
+        .keys()
+        .filter(|id| !seen.contains(*id))
+        .count();
+    if missing > 0 {
+        r.problems
+            .push(format!("{missing} sent events are missing from history"));
+    }
+    for (k, total) in ledger.counter_totals() {
+        let got = folded.values().find_map(|f| f.get(&k).cloned().flatten());
+        if got != Some(AggState::Counter { total }) {
+            r.problems.push(format!(
+                "counter {k}: sent total {total}, history folds to {got:?}"
+            ));
+        }
+    }
+    // Dead letters: each malformed input record at least once (a broker that shows aborted
+    // records can show a repeat after a crash), with its reason.
+    let mut dlq_src = HashSet::new();
+    for p in 0..partitions {
+        read_to_end(
+            bootstrap,
+            &crate::cluster::kafka_extras(),
+            "events.dlq",
+            p,
+            0,
+            Duration::from_secs(120),
+            |m| {
+                r.dlq_records += 1;
+                let sp = rf_processor::kafka::header_i64(m, "rf-source-partition");
+                let so = rf_processor::kafka::header_i64(m, "rf-source-offset");
+                if dlq_src.insert((sp, so)) {
+                    let class = header_str(m, "rf-error-class").unwrap_or_default();
+                    *r.dlq_reasons.entry(class).or_insert(0) += 1;
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    r.dlq_distinct = dlq_src.len();
+    if r.dlq_distinct != ledger.malformed {
+        r.problems.push(format!(
+            "{} malformed records sent, {} distinct dead letters",
+            ledger.malformed, r.dlq_distinct
+        ));
+    }
+    // RocksDB: per partition, the store reflecting the most history must equal the fold.
+    let stores: Vec<RocksStore> = state_dirs
+        .iter()
+        .filter(|d| d.exists())
+        .map(|d| RocksStore::open(d).map_err(|e| format!("{}: {e}", d.display())))
+        .collect::<Result<_, _>>()?;
+    for p in 0..partitions {
+        let best = stores
+            .iter()
+            .filter_map(|s| s.meta(p).ok().flatten().map(|m| (m.history_next, s)))
+            .max_by_key(|(n, _)| *n);
+        let Some((history_next, store)) = best else {
+            r.problems
+                .push(format!("partition {p}: no state store holds it"));
+            continue;
+        };
+        // (The log's end may be one further: the last commit marker.)
+        if history_next < ends[&p] {
+            r.problems.push(format!(
+                "partition {p}: store reflects history up to {history_next}, its last record ends at {}",
+                ends[&p]
+            ));
+        }
+        let want: BTreeMap<String, AggState> = folded[&p]
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect();
+        let got: BTreeMap<String, AggState> = store
+            .states(p)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        r.states_checked += want.len();
+        if got != want {
+            let diff = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .take(3)
+                .map(|(k, v)| format!("{k}: fold {v:?}, store {:?}", got.get(k)))
+                .collect::<Vec<_>>();
+            r.problems.push(format!(
+                "partition {p}: RocksDB state differs from the fold of history ({} vs {} keys; {diff:?})",
+                got.len(),
+                want.len()
+            ));
+        }
+    }
+    Ok(r)
+}
+
+fn header_str(m: &impl Message, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}

@@ -3,4 +3,5 @@
 pub mod broker;
 pub mod check;
 pub mod cluster;
+pub mod process;
 pub mod workload;

@@ -19,6 +19,9 @@ pub struct Workload {
     pub failover_share: f64,
     pub malformed: usize,
     pub seed: u64,
+    /// All five aggregates (leaderboards, inventory reservations, chat too), not only
+    /// counters and registers.
+    pub all_aggregates: bool,
 }
 
 impl Default for Workload {
@@ -31,6 +34,7 @@ impl Default for Workload {
             failover_share: 0.33,
             malformed: 20,
             seed: 7,
+            all_aggregates: false,
         }
     }
 }
@@ -55,6 +59,15 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Add another workload's ledger (its event ids must differ: use another seed).
+    pub fn extend(&mut self, other: Ledger) {
+        self.distinct.extend(other.distinct);
+        self.records += other.records;
+        self.retries_same_region += other.retries_same_region;
+        self.failovers += other.failovers;
+        self.malformed += other.malformed;
+    }
+
     /// Expected counter totals: sum over distinct events.
     pub fn counter_totals(&self) -> HashMap<String, i64> {
         let mut t = HashMap::new();
@@ -75,7 +88,51 @@ pub fn generate(w: &Workload, regions: usize) -> (Vec<Outgoing>, Ledger) {
     let codec = Codec::event();
     for i in 0..w.events {
         let region = rng.random_range(0..regions);
-        let (key, op) = if rng.random_bool(0.7) || w.register_keys == 0 {
+        let (key, op) = if w.all_aggregates {
+            // Counters 50 %, registers 15 %, leaderboards 15 %, inventory 10 %, chat 10 %.
+            let n = rng.random_range(0..w.register_keys.max(1));
+            match rng.random_range(0..100) {
+                0..50 => (
+                    format!("likes:{}", rng.random_range(0..w.counter_keys.max(1))),
+                    Op::CounterAdd {
+                        delta: rng.random_range(1..=5),
+                    },
+                ),
+                50..65 => (
+                    format!("profile:{n}:theme"),
+                    Op::RegisterPut {
+                        value: format!("theme-{i}-r{region}"),
+                    },
+                ),
+                65..80 => (
+                    format!("board:{}", n % 5),
+                    Op::ScoreSubmit {
+                        player: format!("p{}", rng.random_range(0..40)),
+                        score: rng.random_range(0..10_000),
+                    },
+                ),
+                80..90 => (
+                    format!("stock:{}", n % 5),
+                    if rng.random_bool(0.3) {
+                        Op::StockAdd {
+                            qty: rng.random_range(1..=20),
+                        }
+                    } else {
+                        Op::Reserve {
+                            order_id: format!("o-{}-{i}", w.seed),
+                            qty: rng.random_range(1..=5),
+                        }
+                    },
+                ),
+                _ => (
+                    format!("chat:{}", n % 5),
+                    Op::MessagePost {
+                        author: format!("u{}", rng.random_range(0..20)),
+                        text: format!("hello {i}"),
+                    },
+                ),
+            }
+        } else if rng.random_bool(0.7) || w.register_keys == 0 {
             (
                 format!("likes:{}", rng.random_range(0..w.counter_keys)),
                 Op::CounterAdd {
@@ -117,63 +174,165 @@ pub fn generate(w: &Workload, regions: usize) -> (Vec<Outgoing>, Ledger) {
         out.extend(due.into_iter().map(|(_, o)| o));
     }
     out.extend(retries.into_iter().map(|(_, o)| o));
-    // Malformed records, spread out: garbage, truncated Avro, key mismatch, empty event_id.
+    // Malformed records, spread out, one kind after another (see `malformed_payload`).
+    let mut tail = Vec::new();
     for j in 0..w.malformed {
         let region = j % regions;
-        let at = rng.random_range(0..out.len());
         let key = format!("likes:{}", j % w.counter_keys.max(1));
-        let payload = match j % 4 {
-            0 => b"\x00not avro at all".to_vec(),
-            1 => {
-                let b = codec
-                    .encode(&Event::new(
-                        format!("bad-{j}"),
-                        key.clone(),
-                        Op::CounterAdd { delta: 1 },
-                    ))
-                    .unwrap();
-                b[..b.len() - 3].to_vec()
-            }
-            2 => codec
-                .encode(&Event::new(
-                    format!("bad-{j}"),
-                    "some-other-key",
-                    Op::CounterAdd { delta: 1 },
-                ))
-                .unwrap(),
-            _ => codec
-                .encode(&Event::new("", key.clone(), Op::CounterAdd { delta: 1 }))
-                .unwrap(),
-        };
-        out.insert(
-            at,
-            Outgoing {
+        if j % MALFORMED_KINDS == MALFORMED_KINDS - 1 {
+            // Wrong op family: a register put on a key that holds a counter. Sent at the
+            // end, after a genuine counter event on that key in that region.
+            let id = format!("ev-{}-wf-{j}", w.seed);
+            let good = Event::new(id.clone(), key.clone(), Op::CounterAdd { delta: 1 });
+            ledger
+                .distinct
+                .insert((key.clone(), id), Op::CounterAdd { delta: 1 });
+            tail.push(Outgoing {
                 region,
-                key,
-                payload,
-            },
-        );
+                key: key.clone(),
+                payload: codec.encode(&good).expect("encode"),
+            });
+        }
+        let (key, payload) = malformed_payload(j, key, &mut rng);
+        let o = Outgoing {
+            region,
+            key,
+            payload,
+        };
+        if j % MALFORMED_KINDS == MALFORMED_KINDS - 1 {
+            tail.push(o);
+        } else {
+            let at = rng.random_range(0..out.len());
+            out.insert(at, o);
+        }
         ledger.malformed += 1;
     }
+    out.extend(tail);
     ledger.records = out.len();
     (out, ledger)
 }
 
+const MALFORMED_KINDS: usize = 9;
+
+/// The `j`-th malformed record (key, payload), cycling through the kinds of bad input:
+/// garbage bytes, truncated Avro, Kafka key ≠ envelope key, empty event_id, unknown schema
+/// fingerprint, oversized, negative quantity, release of an unknown order, wrong op family.
+pub fn malformed_payload(j: usize, key: String, rng: &mut StdRng) -> (String, Vec<u8>) {
+    let codec = Codec::event();
+    let enc = |ev: &Event| codec.encode(ev).expect("encode");
+    match j % MALFORMED_KINDS {
+        0 => (key, b"\x00not avro at all".to_vec()),
+        1 => {
+            let b = enc(&Event::new(
+                format!("bad-{j}"),
+                key.clone(),
+                Op::CounterAdd { delta: 1 },
+            ));
+            (key, b[..b.len() - 3].to_vec())
+        }
+        2 => {
+            let b = enc(&Event::new(
+                format!("bad-{j}"),
+                "some-other-key",
+                Op::CounterAdd { delta: 1 },
+            ));
+            (key, b)
+        }
+        3 => {
+            let b = enc(&Event::new("", key.clone(), Op::CounterAdd { delta: 1 }));
+            (key, b)
+        }
+        4 => {
+            let mut b = vec![0xC3, 0x01];
+            b.extend(rng.random::<u64>().to_le_bytes());
+            b.extend_from_slice(b"\x02\x04payload");
+            (key, b)
+        }
+        5 => {
+            let k = format!("profile:big-{j}");
+            let b = enc(&Event::new(
+                format!("bad-{j}"),
+                k.clone(),
+                Op::RegisterPut {
+                    value: "x".repeat(70 * 1024),
+                },
+            ));
+            (k, b)
+        }
+        6 => {
+            let k = format!("stock:bad-{j}");
+            let b = enc(&Event::new(
+                format!("bad-{j}"),
+                k.clone(),
+                Op::Reserve {
+                    order_id: format!("o-bad-{j}"),
+                    qty: -3,
+                },
+            ));
+            (k, b)
+        }
+        7 => {
+            let k = format!("stock:bad-{j}");
+            let b = enc(&Event::new(
+                format!("bad-{j}"),
+                k.clone(),
+                Op::Release {
+                    order_id: format!("no-such-order-{j}"),
+                },
+            ));
+            (k, b)
+        }
+        _ => {
+            let b = enc(&Event::new(
+                format!("bad-{j}"),
+                key.clone(),
+                Op::RegisterPut {
+                    value: "not a counter".into(),
+                },
+            ));
+            (key, b)
+        }
+    }
+}
+
+/// Where publishing left each (region index, partition) of `events`: the next offset.
+pub type EndOffsets = std::collections::BTreeMap<(usize, i32), i64>;
+
+#[derive(Default)]
+struct Delivered(std::sync::Mutex<(EndOffsets, Vec<String>)>, usize);
+
+impl rdkafka::ClientContext for Delivered {}
+impl rdkafka::producer::ProducerContext for Delivered {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        use rdkafka::message::Message;
+        let mut st = self.0.lock().expect("delivered lock");
+        match r {
+            Ok(m) => {
+                let e = st.0.entry((self.1, m.partition())).or_insert(0);
+                *e = (*e).max(m.offset() + 1);
+            }
+            Err((e, _)) => st.1.push(e.to_string()),
+        }
+    }
+}
+
 /// Publish to each region's `events` with an idempotent producer; `progress` is called
-/// with the number sent so far.
+/// with the number sent so far. Returns the end offsets the records reached.
 pub fn publish(
     bootstraps: &[String],
     records: &[Outgoing],
     mut progress: impl FnMut(usize),
-) -> Result<(), String> {
-    let producers: Vec<BaseProducer> = bootstraps
+) -> Result<EndOffsets, String> {
+    let producers: Vec<BaseProducer<Delivered>> = bootstraps
         .iter()
-        .map(|b| {
+        .enumerate()
+        .map(|(i, b)| {
             ClientConfig::new()
                 .set("bootstrap.servers", b)
                 .set("enable.idempotence", "true")
                 .set("linger.ms", "5")
-                .create()
+                .create_with_context(Delivered(Default::default(), i))
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
@@ -198,10 +357,41 @@ pub fn publish(
             progress(i + 1);
         }
     }
+    let mut ends = EndOffsets::new();
     for p in &producers {
         p.flush(Duration::from_secs(60))
             .map_err(|e| e.to_string())?;
+        let (e, errs) = std::mem::take(&mut *p.context().0.lock().expect("delivered lock"));
+        if !errs.is_empty() {
+            return Err(format!("{} records not delivered: {}", errs.len(), errs[0]));
+        }
+        for (k, v) in e {
+            let slot = ends.entry(k).or_insert(0);
+            *slot = (*slot).max(v);
+        }
     }
     progress(records.len());
-    Ok(())
+    Ok(ends)
+}
+
+/// Publish `records` evenly over about `over`, in small chunks, so that load keeps
+/// arriving while a test kills and restarts processors. Returns the end offsets.
+pub fn publish_paced(
+    bootstraps: &[String],
+    records: &[Outgoing],
+    over: Duration,
+) -> Result<EndOffsets, String> {
+    let chunks = (over.as_millis() / 250).max(1) as usize;
+    let size = records.len().div_ceil(chunks).max(1);
+    let started = std::time::Instant::now();
+    let mut ends = EndOffsets::new();
+    for (i, chunk) in records.chunks(size).enumerate() {
+        for (k, v) in publish(bootstraps, chunk, |_| {})? {
+            let slot = ends.entry(k).or_insert(0);
+            *slot = (*slot).max(v);
+        }
+        let due = started + Duration::from_millis(250 * (i as u64 + 1));
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    }
+    Ok(ends)
 }

@@ -129,6 +129,17 @@ impl PartitionFold {
                 reason: e.to_string(),
             });
         }
+        // A release must name an order this region holds a reservation for. (The
+        // reconciler, replaying every region, records such a release as refused instead.)
+        if let Op::Release { order_id } = &ev.op {
+            let known = matches!(&state, Some(AggState::Inventory { reserved, .. }) if reserved.contains_key(order_id));
+            if !known {
+                return Ok(Decision::Dead {
+                    class: "invalid_value",
+                    reason: format!("release of unknown order {order_id:?}"),
+                });
+            }
+        }
         ev.region = Some(self.region.clone());
         ev.hlc = Some(self.clock.tick(now_ms));
         ev.refusal = None;

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod failpoints;
 pub mod fold;
 pub mod kafka;
 pub mod pipeline;

@@ -36,6 +36,10 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let args = Args::parse();
+    if let Err(e) = rf_processor::failpoints::install_from_env() {
+        eprintln!("{e}");
+        return std::process::ExitCode::from(2);
+    }
     let mut cfg = match &args.config {
         Some(p) => match std::fs::read_to_string(p)
             .map_err(|e| e.to_string())

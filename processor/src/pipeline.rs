@@ -7,6 +7,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::failpoints::crash;
 use crate::fold::{Decision, PartitionFold};
 use crate::kafka::{
     abort, client_config, commit_drained, transactional_producer, TxnProducer, H_SRC_OFFSET,
@@ -118,8 +119,14 @@ impl Engine {
                     Offset::Offset(n) => Some(n),
                     _ => None,
                 });
+            // The group's committed offset moves only with a committed transaction, so it
+            // is the resume point. The position adopted from history is only a fallback
+            // when the group has none (offsets expired): on a broker that shows aborted
+            // records, a partial transaction can put a later history record in the log
+            // without an earlier dead letter, and resuming past it would lose that record.
+            // Re-reading from the committed offset is safe: the adopted ids drop repeats.
             let from_log = Some(self.folds[&p].meta.input_next).filter(|n| *n >= 0);
-            let offset = match from_group.max(from_log) {
+            let offset = match from_group.or(from_log) {
                 Some(n) => Offset::Offset(n),
                 None => Offset::Beginning,
             };
@@ -181,6 +188,9 @@ impl Engine {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 }
                 self.write_history(p, &ev, Some(m.offset()))?;
+                fail::fail_point!("rf::mid_produce", |_| -> Result<()> {
+                    crash("rf::mid_produce")
+                });
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             }
             Decision::Duplicate => {
@@ -282,7 +292,7 @@ impl Engine {
                     self.producer = transactional_producer(
                         &self.cfg.bootstrap_servers,
                         &self.cfg.kafka,
-                        &transactional_id(&self.cfg),
+                        &transactional_id(&self.cfg, &self.store.instance_id()?),
                     )?;
                 }
                 self.readopt(c)
@@ -291,6 +301,9 @@ impl Engine {
     }
 
     fn try_commit(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
+        fail::fail_point!("rf::before_commit", |_| -> Result<()> {
+            crash("rf::before_commit")
+        });
         if !self.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in &self.offsets {
@@ -303,6 +316,9 @@ impl Engine {
                 .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))?;
         }
         let delivered = commit_drained(&self.producer, Duration::from_secs(30))?;
+        fail::fail_point!("rf::after_commit", |_| -> Result<()> {
+            crash("rf::after_commit")
+        });
         self.in_txn = false;
         self.offsets.clear();
         let mut batch = StoreBatch::default();
@@ -314,7 +330,11 @@ impl Engine {
                 .map(|o| o + 1);
             fold.take_batch(next, now, &mut batch);
         }
-        self.store.write(batch)
+        self.store.write(batch)?;
+        fail::fail_point!("rf::after_store", |_| -> Result<()> {
+            crash("rf::after_store")
+        });
+        Ok(())
     }
 
     /// After an abort: the log, as readers see it, is the truth. Restore every owned
@@ -339,10 +359,12 @@ impl Engine {
     }
 }
 
-pub fn transactional_id(cfg: &Config) -> String {
-    // One producer per instance; Kafka's EOS v2 fences through the consumer group
-    // generation, so the id only has to be unique per live instance.
-    format!("rf-processor-{}-{}", cfg.region, std::process::id())
+/// One producer per instance (EOS v2 fences through the consumer-group generation). The id
+/// comes from the state store, so a restart after kill -9 on the same state fences the
+/// dead instance's producer and aborts its open transaction at once, instead of leaving
+/// it to hold back read_committed readers until `transaction.timeout.ms`.
+pub fn transactional_id(cfg: &Config, instance_id: &str) -> String {
+    format!("rf-processor-{}-{instance_id}", cfg.region)
 }
 
 /// Handle onto a running processor: its counters.
@@ -366,9 +388,15 @@ pub fn run_with(
 ) -> Result<()> {
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::Store(e.to_string()))?;
-    let store = RocksStore::open(&cfg.state_dir)?;
-    let producer =
-        transactional_producer(&cfg.bootstrap_servers, &cfg.kafka, &transactional_id(&cfg))?;
+    let store = RocksStore::open_with_retention(
+        &cfg.state_dir,
+        Duration::from_secs(cfg.dedup_retention_secs),
+    )?;
+    let producer = transactional_producer(
+        &cfg.bootstrap_servers,
+        &cfg.kafka,
+        &transactional_id(&cfg, &store.instance_id()?),
+    )?;
     let consumer: BaseConsumer<Ctx> = client_config(&cfg.bootstrap_servers, &cfg.kafka)
         .set("group.id", cfg.group_id())
         .set("enable.auto.commit", "false")

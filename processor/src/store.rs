@@ -7,6 +7,7 @@ use rf_schemas::Hlc;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::time::Duration;
 
 /// What the stored fold of one partition reflects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -60,8 +61,18 @@ fn dkey(p: i32, key: &str, id: &str) -> Vec<u8> {
     v
 }
 
+const META_INSTANCE_ID: &[u8] = b"instance-id";
+
 impl RocksStore {
+    /// Open with the default dedup retention (7 days).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_retention(path, Duration::from_secs(7 * 24 * 3600))
+    }
+
+    /// Dedup ids older than `retention` (by accept time) are dropped by a compaction
+    /// filter as RocksDB compacts, never by scanning: memory and disk stay bounded by the
+    /// ids accepted within the window. An id is remembered for at least `retention`.
+    pub fn open_with_retention(path: &Path, retention: Duration) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -70,6 +81,16 @@ impl RocksStore {
         let mut bbo = rocksdb::BlockBasedOptions::default();
         bbo.set_bloom_filter(10.0, false);
         dedup_opts.set_block_based_table_factory(&bbo);
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        dedup_opts.set_compaction_filter("rf-dedup-retention", move |_level, _key, value| {
+            let accepted_ms = value.try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
+            let now = rf_core::Clock::now_ms(&rf_core::SystemClock);
+            if now.saturating_sub(accepted_ms) > retention_ms {
+                rocksdb::CompactionDecision::Remove
+            } else {
+                rocksdb::CompactionDecision::Keep
+            }
+        });
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_STATE, Options::default()),
             ColumnFamilyDescriptor::new(CF_DEDUP, dedup_opts),
@@ -77,6 +98,43 @@ impl RocksStore {
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(store_err)?;
         Ok(RocksStore { db })
+    }
+
+    /// This store's instance id, created on first open and kept with the state: it names
+    /// the transactional producer, so a restart on the same state fences its own zombie
+    /// (as Kafka Streams keeps its process id in the state directory).
+    pub fn instance_id(&self) -> Result<String> {
+        let cf = self.cf(CF_META);
+        if let Some(v) = self.db.get_cf(cf, META_INSTANCE_ID).map_err(store_err)? {
+            return String::from_utf8(v).map_err(store_err);
+        }
+        let id = format!("{:016x}", rand::random::<u64>());
+        self.db
+            .put_cf(cf, META_INSTANCE_ID, id.as_bytes())
+            .map_err(store_err)?;
+        self.db.flush_cf(cf).map_err(store_err)?;
+        Ok(id)
+    }
+
+    /// Every (key, state) of one partition, for checks and queries.
+    pub fn states(&self, partition: i32) -> Result<Vec<(String, AggState)>> {
+        let prefix = partition.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_STATE), prefix) {
+            let (k, v) = item.map_err(store_err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let key = String::from_utf8(k[4..].to_vec()).map_err(store_err)?;
+            out.push((key, serde_json::from_slice(&v).map_err(store_err)?));
+        }
+        Ok(out)
+    }
+
+    /// Compact the dedup ids now (tests; RocksDB compacts on its own in production).
+    pub fn compact_dedup(&self) {
+        self.db
+            .compact_range_cf(self.cf(CF_DEDUP), None::<&[u8]>, None::<&[u8]>);
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -163,5 +221,38 @@ mod tests {
             Some(AggState::Counter { total: 5 })
         );
         assert_eq!(s.meta(1).unwrap().unwrap().history_next, 7);
+        assert_eq!(
+            s.states(1).unwrap(),
+            vec![("k".to_owned(), AggState::Counter { total: 5 })]
+        );
+        assert!(s.states(2).unwrap().is_empty());
+        let id = s.instance_id().unwrap();
+        drop(s);
+        assert_eq!(
+            RocksStore::open(dir.path()).unwrap().instance_id().unwrap(),
+            id
+        );
+    }
+
+    #[test]
+    fn dedup_ids_expire_by_compaction_after_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open_with_retention(dir.path(), Duration::from_secs(3600)).unwrap();
+        let now = rf_core::Clock::now_ms(&rf_core::SystemClock);
+        let old = now - 2 * 3600 * 1000;
+        s.write(StoreBatch {
+            dedup: (0..1000)
+                .map(|i| (0, "k".to_owned(), format!("old-{i}"), old))
+                .chain((0..1000).map(|i| (0, "k".to_owned(), format!("new-{i}"), now)))
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap();
+        // Before compaction both are remembered: expiry never comes early.
+        assert!(s.seen(0, "k", "old-1").unwrap());
+        s.db.flush_cf(s.cf(CF_DEDUP)).unwrap();
+        s.compact_dedup();
+        assert!((0..1000).all(|i| !s.seen(0, "k", &format!("old-{i}")).unwrap()));
+        assert!((0..1000).all(|i| s.seen(0, "k", &format!("new-{i}")).unwrap()));
     }
 }

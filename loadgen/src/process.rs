@@ -1,0 +1,165 @@
+//! A processor in its own OS process, so tests can kill -9 it at any moment.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the workspace's binaries are: `RF_BIN_DIR`, else next to (or one level above)
+/// the running executable, which is where cargo puts them for tests and for the demo.
+pub fn bin_path(name: &str) -> Result<PathBuf, String> {
+    let mut dirs = Vec::new();
+    if let Ok(d) = std::env::var("RF_BIN_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(d) = exe.parent() {
+            dirs.push(d.to_path_buf());
+            if let Some(up) = d.parent() {
+                dirs.push(up.to_path_buf());
+            }
+        }
+    }
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!("binary {name:?} not found in {dirs:?}: build it first (cargo build --release --workspace --bins) or set RF_BIN_DIR")
+        })
+}
+
+pub struct ChildProcessor {
+    child: Child,
+    pub log: PathBuf,
+    /// Where this run's output starts in the (appended) log.
+    log_start: usize,
+}
+
+impl ChildProcessor {
+    /// Start `processor` for `cfg`, appending its output to `<state_dir>.log`; `env` adds
+    /// environment variables (e.g. `RF_FAILPOINTS`).
+    pub fn spawn(cfg: &rf_processor::Config, env: &[(&str, &str)]) -> Result<Self, String> {
+        let log = cfg.state_dir.with_extension("log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let log_start = out.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        let mut cmd = Command::new(bin_path("processor")?);
+        cmd.arg("--region")
+            .arg(&cfg.region)
+            .arg("--bootstrap-servers")
+            .arg(&cfg.bootstrap_servers)
+            .arg("--state-dir")
+            .arg(&cfg.state_dir)
+            .arg("--group-id")
+            .arg(cfg.group_id());
+        for (k, v) in &cfg.kafka {
+            cmd.arg("-X").arg(format!("{k}={v}"));
+        }
+        let child = cmd
+            .envs(env.iter().copied())
+            .env(
+                "RUST_LOG",
+                std::env::var("RF_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("spawn processor: {e}"))?;
+        Ok(ChildProcessor {
+            child,
+            log,
+            log_start,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no destructor, no flush, no commit.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the graceful exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.wait(timeout)
+    }
+
+    /// Wait for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                return Err(format!(
+                    "processor {} did not exit within {timeout:?}",
+                    self.pid()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Has it exited already?
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Wait until its log contains `pattern` (fails if the process exits first).
+    pub fn wait_log(&mut self, pattern: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log_contains(pattern) {
+                return Ok(());
+            }
+            if let Some(st) = self.exited() {
+                return Err(format!("exited ({st}) before logging {pattern:?}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no {pattern:?} in the log within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether this run (not an earlier one on the same state) logged `pattern`.
+    pub fn log_contains(&self, pattern: &str) -> bool {
+        std::fs::read(&self.log)
+            .map(|b| {
+                String::from_utf8_lossy(b.get(self.log_start..).unwrap_or(&[])).contains(pattern)
+            })
+            .unwrap_or(false)
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for ChildProcessor {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill9();
+        }
+    }
+}
