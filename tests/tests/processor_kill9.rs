@@ -25,6 +25,7 @@ fn processor_survives_repeated_kill9() {
         events: 6_000,
         malformed: 40,
         seed,
+        all_aggregates: true,
         ..Default::default()
     };
     let (recs, ledger) = generate(&w, 1);

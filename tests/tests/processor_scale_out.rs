@@ -17,6 +17,7 @@ fn partitions_move_between_instances_exactly_once() {
             events: 6_000,
             malformed: 20,
             seed: 77,
+            all_aggregates: true,
             ..Default::default()
         },
         1,
