@@ -80,15 +80,23 @@ impl Cluster {
     }
 
     pub fn start_processor(&mut self, region: &str, instance: usize) {
+        self.start_processor_with_clock(region, instance, Arc::new(rf_core::SystemClock));
+    }
+
+    /// Start a processor whose wall clock the caller controls (e.g. a `ManualClock`).
+    pub fn start_processor_with_clock(
+        &mut self,
+        region: &str,
+        instance: usize,
+        clock: Arc<dyn rf_core::Clock>,
+    ) {
         let cfg = self.processor_config(region, instance);
         let shutdown = Shutdown::default();
         let stats = Arc::new(ProcStats::default());
         let (s, st) = (shutdown.clone(), stats.clone());
         let handle = std::thread::Builder::new()
             .name(format!("processor-{region}-{instance}"))
-            .spawn(move || {
-                rf_processor::pipeline::run_with(cfg, s, Arc::new(rf_core::SystemClock), st)
-            })
+            .spawn(move || rf_processor::pipeline::run_with(cfg, s, clock, st))
             .expect("spawn");
         self.processors.push(Running {
             name: format!("processor {region}#{instance}"),

@@ -214,6 +214,22 @@ pub fn generate(w: &Workload, regions: usize) -> (Vec<Outgoing>, Ledger) {
 
 const MALFORMED_KINDS: usize = 9;
 
+/// The dead-letter class (`rf-error-class`) the processor must give the `j`-th malformed
+/// record of `malformed_payload`.
+pub fn malformed_class(j: usize) -> &'static str {
+    [
+        "undecodable",
+        "truncated_or_malformed",
+        "key_mismatch",
+        "invalid_envelope",
+        "unknown_schema",
+        "oversized",
+        "invalid_value",
+        "invalid_value",
+        "wrong_family",
+    ][j % MALFORMED_KINDS]
+}
+
 /// The `j`-th malformed record (key, payload), cycling through the kinds of bad input:
 /// garbage bytes, truncated Avro, Kafka key ≠ envelope key, empty event_id, unknown schema
 /// fingerprint, oversized, negative quantity, release of an unknown order, wrong op family.
