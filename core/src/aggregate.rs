@@ -16,6 +16,8 @@ pub enum Family {
     Leaderboard,
     Inventory,
     Channel,
+    /// A user-defined aggregate (`crate::custom::Aggregate`); the name tells them apart.
+    Custom,
 }
 
 impl Family {
@@ -26,6 +28,7 @@ impl Family {
             Op::ScoreSubmit { .. } => Family::Leaderboard,
             Op::StockAdd { .. } | Op::Reserve { .. } | Op::Release { .. } => Family::Inventory,
             Op::MessagePost { .. } => Family::Channel,
+            Op::Custom { .. } => Family::Custom,
             Op::Heartbeat => return None,
         })
     }
@@ -90,6 +93,11 @@ pub enum AggState {
         count: u64,
         last: VecDeque<Message>,
     },
+    /// State of a user-defined aggregate, as its own JSON.
+    Custom {
+        name: String,
+        state: serde_json::Value,
+    },
 }
 
 impl AggState {
@@ -100,6 +108,7 @@ impl AggState {
             AggState::Leaderboard { .. } => Family::Leaderboard,
             AggState::Inventory { .. } => Family::Inventory,
             AggState::Channel { .. } => Family::Channel,
+            AggState::Custom { .. } => Family::Custom,
         }
     }
 
@@ -121,6 +130,10 @@ impl AggState {
             Family::Channel => AggState::Channel {
                 count: 0,
                 last: VecDeque::new(),
+            },
+            Family::Custom => AggState::Custom {
+                name: String::new(),
+                state: serde_json::Value::Null,
             },
         }
     }
@@ -158,6 +171,20 @@ pub fn validate(state: Option<&AggState>, op: &Op) -> Result<Family, InvalidOp> 
             });
         }
     }
+    if let Op::Custom { aggregate, .. } = op {
+        if crate::custom::lookup(aggregate).is_none() {
+            return Err(InvalidOp::InvalidValue(format!(
+                "no aggregate named {aggregate:?} is registered"
+            )));
+        }
+        if let Some(AggState::Custom { name, .. }) = state {
+            if name != aggregate {
+                return Err(InvalidOp::InvalidValue(format!(
+                    "key holds aggregate {name:?}, op is for {aggregate:?}"
+                )));
+            }
+        }
+    }
     match op {
         Op::StockAdd { qty } | Op::Reserve { qty, .. } if *qty <= 0 => Err(
             InvalidOp::InvalidValue(format!("quantity must be positive, got {qty}")),
@@ -169,8 +196,51 @@ pub fn validate(state: Option<&AggState>, op: &Op) -> Result<Family, InvalidOp> 
     }
 }
 
+/// The merge step of the reconciler: `apply` for the built-in aggregates (whose refusals
+/// the reconciler turns into revocations), `Aggregate::merge` for user-defined ones.
+pub fn merge_step(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
+    if matches!(ev.op, Op::Custom { .. }) {
+        return custom_step(state, ev, true);
+    }
+    apply(state, ev)
+}
+
+fn custom_step(
+    state: &mut Option<AggState>,
+    ev: &Event,
+    merge: bool,
+) -> Result<Applied, InvalidOp> {
+    validate(state.as_ref(), &ev.op)?;
+    let Op::Custom { aggregate, payload } = &ev.op else {
+        unreachable!("custom_step is only called for custom ops")
+    };
+    let agg = crate::custom::lookup(aggregate).expect("validate() found it");
+    let mut json = match state {
+        Some(AggState::Custom { state, .. }) => Some(state.clone()),
+        _ => None,
+    };
+    let r = if merge {
+        agg.merge(&mut json, payload)
+    } else {
+        agg.apply(&mut json, payload)
+    }
+    .map_err(InvalidOp::InvalidValue)?;
+    if matches!(r, Applied::Applied) {
+        if let Some(v) = json {
+            *state = Some(AggState::Custom {
+                name: aggregate.clone(),
+                state: v,
+            });
+        }
+    }
+    Ok(r)
+}
+
 /// Apply one event (already stamped) to the key's state. `Refused` leaves state unchanged.
 pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
+    if matches!(ev.op, Op::Custom { .. }) {
+        return custom_step(state, ev, false);
+    }
     let family = validate(state.as_ref(), &ev.op)?;
     let s = state.get_or_insert_with(|| AggState::empty(family));
     Ok(match (s, &ev.op) {

@@ -15,6 +15,37 @@ pub struct Running<S> {
     pub shutdown: Shutdown,
     pub stats: Arc<S>,
     handle: Option<JoinHandle<Result<(), rf_processor::Error>>>,
+    /// The error the component stopped with, as soon as it stopped.
+    error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// Run a component on its own thread, keeping its error for `check_alive`.
+fn spawn_component<S>(
+    name: String,
+    thread: String,
+    shutdown: Shutdown,
+    stats: Arc<S>,
+    run: impl FnOnce() -> Result<(), rf_processor::Error> + Send + 'static,
+) -> Running<S> {
+    let error = Arc::new(std::sync::Mutex::new(None));
+    let e2 = error.clone();
+    let handle = std::thread::Builder::new()
+        .name(thread)
+        .spawn(move || {
+            let r = run();
+            if let Err(e) = &r {
+                *e2.lock().expect("error slot") = Some(e.to_string());
+            }
+            r
+        })
+        .expect("spawn");
+    Running {
+        name,
+        shutdown,
+        stats,
+        handle: Some(handle),
+        error,
+    }
 }
 
 impl<S> Running<S> {
@@ -25,6 +56,13 @@ impl<S> Running<S> {
             Some(Ok(Err(e))) => Err(format!("{}: {e}", self.name)),
             Some(Err(_)) => Err(format!("{}: panicked", self.name)),
         }
+    }
+    fn error_text(&self) -> String {
+        self.error
+            .lock()
+            .expect("error slot")
+            .clone()
+            .unwrap_or_else(|| "no error (or a panic)".into())
     }
     pub fn is_finished(&self) -> bool {
         self.handle.as_ref().is_none_or(|h| h.is_finished())
@@ -94,16 +132,13 @@ impl Cluster {
         let shutdown = Shutdown::default();
         let stats = Arc::new(ProcStats::default());
         let (s, st) = (shutdown.clone(), stats.clone());
-        let handle = std::thread::Builder::new()
-            .name(format!("processor-{region}-{instance}"))
-            .spawn(move || rf_processor::pipeline::run_with(cfg, s, clock, st))
-            .expect("spawn");
-        self.processors.push(Running {
-            name: format!("processor {region}#{instance}"),
+        self.processors.push(spawn_component(
+            format!("processor {region}#{instance}"),
+            format!("processor-{region}-{instance}"),
             shutdown,
             stats,
-            handle: Some(handle),
-        });
+            move || rf_processor::pipeline::run_with(cfg, s, clock, st),
+        ));
     }
 
     pub fn reconciler_config(&self) -> rf_reconciler::Config {
@@ -126,16 +161,13 @@ impl Cluster {
         let shutdown = Shutdown::default();
         let stats = Arc::new(RecStats::default());
         let (s, st) = (shutdown.clone(), stats.clone());
-        let handle = std::thread::Builder::new()
-            .name("reconciler".into())
-            .spawn(move || rf_reconciler::run_with(cfg, s, Arc::new(rf_core::SystemClock), st))
-            .expect("spawn");
-        self.reconciler = Some(Running {
-            name: "reconciler".into(),
+        self.reconciler = Some(spawn_component(
+            "reconciler".into(),
+            "reconciler".into(),
             shutdown,
             stats,
-            handle: Some(handle),
-        });
+            move || rf_reconciler::run_with(cfg, s, Arc::new(rf_core::SystemClock), st),
+        ));
     }
 
     /// Wait, with a deadline, until `done` holds; fail early if a component died.
@@ -170,12 +202,19 @@ impl Cluster {
     pub fn check_alive(&self) -> Result<(), String> {
         for p in &self.processors {
             if p.is_finished() && !p.shutdown.is_triggered() {
-                return Err(format!("{} stopped unexpectedly", p.name));
+                return Err(format!(
+                    "{} stopped unexpectedly: {}",
+                    p.name,
+                    p.error_text()
+                ));
             }
         }
         if let Some(r) = &self.reconciler {
             if r.is_finished() && !r.shutdown.is_triggered() {
-                return Err("reconciler stopped unexpectedly".into());
+                return Err(format!(
+                    "reconciler stopped unexpectedly: {}",
+                    r.error_text()
+                ));
             }
         }
         Ok(())

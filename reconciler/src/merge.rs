@@ -7,7 +7,7 @@
 //! the released sequence, and therefore every output byte, depends only on the set of
 //! regional histories, not on arrival order.
 
-use rf_core::aggregate::apply;
+use rf_core::aggregate::merge_step;
 use rf_core::{AggState, Applied, OrderKey};
 use rf_schemas::{Conflict, ConflictKind, Event, Hlc, Op, Outcome, ReconciledEvent};
 use std::collections::{BTreeMap, HashMap};
@@ -209,7 +209,7 @@ impl PartitionMerge {
                         now_ms));
                 }
             }
-            match apply(&mut state, &ev) {
+            match merge_step(&mut state, &ev) {
                 Ok(Applied::Applied) => (Outcome::Applied, None),
                 Ok(Applied::Refused(r)) => {
                     if matches!(ev.op, Op::Reserve { .. }) {

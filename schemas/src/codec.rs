@@ -196,6 +196,10 @@ mod tests {
                 text: "hi ✓".into(),
             },
             Op::Heartbeat,
+            Op::Custom {
+                aggregate: "peak_gauge".into(),
+                payload: vec![0, 1, 2, 255],
+            },
         ]
     }
 

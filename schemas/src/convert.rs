@@ -116,6 +116,13 @@ fn op_value(op: &Op) -> Value {
             (6, rec(vec![("author", s(author)), ("text", s(text))]))
         }
         Op::Heartbeat => (7, rec(vec![])),
+        Op::Custom { aggregate, payload } => (
+            8,
+            rec(vec![
+                ("aggregate", s(aggregate)),
+                ("payload", Value::Bytes(payload.clone())),
+            ]),
+        ),
     };
     Value::Union(i, Box::new(v))
 }
@@ -152,6 +159,13 @@ fn op_from(v: Value) -> Result<Op, String> {
             text: f.string("text")?,
         },
         7 => Op::Heartbeat,
+        8 => Op::Custom {
+            aggregate: f.string("aggregate")?,
+            payload: match f.take("payload")? {
+                Value::Bytes(b) => b,
+                other => return Err(format!("payload: expected bytes, got {other:?}")),
+            },
+        },
         n => return Err(format!("op: unknown union branch {n}")),
     })
 }

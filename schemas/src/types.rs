@@ -62,6 +62,11 @@ pub enum Op {
     },
     /// In-band watermark in `history`; never valid on `events`.
     Heartbeat,
+    /// An op of a user-defined aggregate (`rf_core::Aggregate`), named by `aggregate`.
+    Custom {
+        aggregate: String,
+        payload: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -75,6 +80,7 @@ impl Op {
             Op::Release { .. } => "Release",
             Op::MessagePost { .. } => "MessagePost",
             Op::Heartbeat => "Heartbeat",
+            Op::Custom { .. } => "CustomOp",
         }
     }
 }
