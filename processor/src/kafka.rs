@@ -66,11 +66,16 @@ pub fn transactional_producer(
     extra: &BTreeMap<String, String>,
     transactional_id: &str,
 ) -> Result<TxnProducer> {
-    let p: TxnProducer = client_config(bootstrap, extra)
+    // Defaults a user may override with librdkafka passthrough settings.
+    let mut c = ClientConfig::new();
+    c.set("linger.ms", "5")
+        .set("transaction.timeout.ms", "60000");
+    for (k, v) in client_config(bootstrap, extra).config_map().iter() {
+        c.set(k, v);
+    }
+    let p: TxnProducer = c
         .set("transactional.id", transactional_id)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("transaction.timeout.ms", "60000")
         .create_with_context(DeliveryCtx::default())?;
     p.init_transactions(Duration::from_secs(30))?;
     Ok(p)

@@ -40,6 +40,8 @@ pub struct Stats {
     pub heartbeats: AtomicU64,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
+    /// Producers re-created after a fence or another fatal producer error.
+    pub producer_resets: AtomicU64,
     pub restored_records: AtomicU64,
 }
 
@@ -282,22 +284,33 @@ impl Engine {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "transaction failed; aborting and re-adopting the log");
-                self.stats.aborts.fetch_add(1, Ordering::Relaxed);
-                self.in_txn = false;
-                self.offsets.clear();
-                if let Err(e2) = abort(&self.producer) {
-                    tracing::warn!(error = %e2, "abort failed; re-creating the producer");
-                    self.producer = transactional_producer(
-                        &self.cfg.bootstrap_servers,
-                        &self.cfg.kafka,
-                        &transactional_id(&self.cfg, &self.store.instance_id()?),
-                    )?;
-                }
-                self.readopt(c)
-            }
+            Err(e) => self.recover(c, e),
         }
+    }
+
+    /// The one way out of a failed transaction (a failed send, a failed commit, a fenced
+    /// or timed-out producer): abort it, or, if the producer cannot abort (fenced, fatal),
+    /// re-create it, which fences any zombie in turn; then re-adopt the log (invariant 3)
+    /// and move the consumer back to the adopted positions. Only a state-store failure
+    /// stops the process.
+    fn recover(&mut self, c: &BaseConsumer<Ctx>, cause: Error) -> Result<()> {
+        if matches!(cause, Error::Store(_)) {
+            return Err(cause);
+        }
+        tracing::warn!(error = %cause, "transaction failed; aborting and re-adopting the log");
+        self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+        self.in_txn = false;
+        self.offsets.clear();
+        if let Err(e2) = abort(&self.producer) {
+            tracing::warn!(error = %e2, "abort failed; re-creating the producer");
+            self.stats.producer_resets.fetch_add(1, Ordering::Relaxed);
+            self.producer = transactional_producer(
+                &self.cfg.bootstrap_servers,
+                &self.cfg.kafka,
+                &transactional_id(&self.cfg, &self.store.instance_id()?),
+            )?;
+        }
+        self.readopt(c)
     }
 
     fn try_commit(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
@@ -437,7 +450,7 @@ pub fn run_with(
         }
         match msg {
             Some(Ok(m)) => {
-                if let Err(e) = eng.process(&m) {
+                if let Err(e) = eng.process(&m).or_else(|e| eng.recover(&consumer, e)) {
                     break Err(e);
                 }
             }
@@ -447,7 +460,10 @@ pub fn run_with(
         if (eng.in_txn && eng.txn_started.elapsed() >= commit_every)
             || last_commit.elapsed() >= commit_every
         {
-            let r = eng.heartbeats().and_then(|_| eng.commit(&consumer));
+            let r = eng
+                .heartbeats()
+                .or_else(|e| eng.recover(&consumer, e))
+                .and_then(|_| eng.commit(&consumer));
             if let Err(e) = r {
                 break Err(e);
             }

@@ -1,0 +1,84 @@
+//! A fenced producer is re-initialised, never fatal: while the processor works under load,
+//! another producer initialises the same transactional id (as a zombie's successor would),
+//! which fences the processor's producer. The processor aborts, re-creates its producer,
+//! re-adopts the log and carries on: afterwards nothing is lost or repeated.
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::ClientConfig;
+use rf_loadgen::check::{group_committed, verify_region};
+use rf_loadgen::cluster::Cluster;
+use rf_loadgen::process::ChildProcessor;
+use rf_loadgen::workload::{generate, publish_paced, Workload};
+use rf_processor::store::RocksStore;
+use std::time::{Duration, Instant};
+
+#[test]
+fn fenced_producer_is_reinitialised_not_fatal() {
+    let c = Cluster::start(&["a"], 4).unwrap();
+    let cfg = c.processor_config("a", 0);
+    let bootstrap = c.bootstrap("a");
+    // The instance id lives in the state store; create it first to know the id.
+    let id = RocksStore::open(&cfg.state_dir)
+        .unwrap()
+        .instance_id()
+        .unwrap();
+    let txn_id = rf_processor::pipeline::transactional_id(&cfg, &id);
+
+    let (recs, ledger) = generate(
+        &Workload {
+            events: 4_000,
+            malformed: 10,
+            all_aggregates: true,
+            seed: 31,
+            ..Default::default()
+        },
+        1,
+    );
+    let mut p = ChildProcessor::spawn(&cfg, &[]).unwrap();
+    p.wait_log("partitions assigned and restored", Duration::from_secs(60))
+        .unwrap();
+    let load = {
+        let b = vec![bootstrap.clone()];
+        std::thread::spawn(move || publish_paced(&b, &recs, Duration::from_secs(12)))
+    };
+    // Fence it mid-load, twice.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(4));
+        let zombie_successor: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("transactional.id", &txn_id)
+            .create()
+            .unwrap();
+        zombie_successor
+            .init_transactions(Duration::from_secs(30))
+            .unwrap();
+    }
+    let ends = load.join().unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let committed = group_committed(&bootstrap, &cfg.group_id(), "events", 4).unwrap();
+        if ends
+            .iter()
+            .all(|((_, part), end)| committed.get(part).is_some_and(|c| c >= end))
+        {
+            break;
+        }
+        assert!(p.exited().is_none(), "processor died:\n{}", p.log_tail(40));
+        assert!(
+            Instant::now() < deadline,
+            "input not drained:\n{}",
+            p.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        p.log_contains("re-creating the producer"),
+        "the fence was not noticed:\n{}",
+        p.log_tail(40)
+    );
+    let st = p.terminate(Duration::from_secs(30)).unwrap();
+    assert!(st.success(), "graceful stop failed:\n{}", p.log_tail(30));
+    let report =
+        verify_region(&bootstrap, 4, &ledger, std::slice::from_ref(&cfg.state_dir)).unwrap();
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+    assert_eq!(report.history_events, ledger.distinct.len());
+}
