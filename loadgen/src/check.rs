@@ -461,3 +461,16 @@ fn header_str(m: &impl Message, name: &str) -> Option<String> {
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
+
+/// Every HLC in a region's `history` (events and heartbeats), for clock checks.
+pub fn read_all_history_hlcs(
+    bootstrap: &str,
+    partitions: i32,
+) -> Result<Vec<rf_schemas::Hlc>, String> {
+    Ok(read_all(bootstrap, "history", partitions, |_, b| {
+        Codec::event().decode(b).ok().and_then(|e| e.hlc)
+    })?
+    .into_iter()
+    .map(|(_, h)| h)
+    .collect())
+}

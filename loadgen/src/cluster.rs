@@ -111,6 +111,7 @@ impl Cluster {
             region: region.to_owned(),
             bootstrap_servers: self.bootstrap(region),
             state_dir: self.dir.path().join(format!("{region}-{instance}")),
+            home_bootstrap_servers: self.home.bootstrap(),
             ..Default::default()
         };
         cfg.kafka.extend(kafka_extras());

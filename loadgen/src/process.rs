@@ -55,6 +55,10 @@ impl ChildProcessor {
             .arg(&cfg.state_dir)
             .arg("--group-id")
             .arg(cfg.group_id());
+        if !cfg.home_bootstrap_servers.is_empty() {
+            cmd.arg("--home-bootstrap-servers")
+                .arg(&cfg.home_bootstrap_servers);
+        }
         for (k, v) in &cfg.kafka {
             cmd.arg("-X").arg(format!("{k}={v}"));
         }

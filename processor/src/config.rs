@@ -21,6 +21,9 @@ pub struct Config {
     pub dedup_retention_secs: u64,
     pub session_timeout_ms: u64,
     pub restore_timeout_secs: u64,
+    /// The home cluster, to read `reconciled` back (empty: do not follow it).
+    pub home_bootstrap_servers: String,
+    pub reconciled_topic: String,
     /// Passed through to librdkafka verbatim (e.g. `security.protocol`, `sasl.*`).
     pub kafka: BTreeMap<String, String>,
 }
@@ -42,6 +45,8 @@ impl Default for Config {
             dedup_retention_secs: 7 * 24 * 3600,
             session_timeout_ms: 6000,
             restore_timeout_secs: 60,
+            home_bootstrap_servers: String::new(),
+            reconciled_topic: "reconciled".into(),
             kafka: BTreeMap::new(),
         }
     }

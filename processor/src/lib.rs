@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod failpoints;
 pub mod fold;
+pub mod follow;
 pub mod kafka;
 pub mod pipeline;
 pub mod restore;

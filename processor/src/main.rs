@@ -18,6 +18,9 @@ struct Args {
     state_dir: Option<PathBuf>,
     #[arg(long, env = "RF_GROUP_ID")]
     group_id: Option<String>,
+    /// The home cluster, to read `reconciled` back.
+    #[arg(long, env = "RF_HOME_BOOTSTRAP_SERVERS")]
+    home_bootstrap_servers: Option<String>,
     /// librdkafka setting passed through, `-X key=value` (repeatable).
     #[arg(short = 'X', value_parser = parse_kv)]
     kafka: Vec<(String, String)>,
@@ -64,6 +67,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(v) = args.group_id {
         cfg.group_id = v;
+    }
+    if let Some(v) = args.home_bootstrap_servers {
+        cfg.home_bootstrap_servers = v;
     }
     cfg.kafka.extend(args.kafka);
     if let Err(e) = cfg.validate() {

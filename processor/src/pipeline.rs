@@ -40,6 +40,10 @@ pub struct Stats {
     pub heartbeats: AtomicU64,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
+    /// Remote HLCs (from `reconciled`) rejected for being beyond the max clock offset.
+    pub clock_skew_rejected: AtomicU64,
+    /// Remote HLCs merged into a partition's clock.
+    pub remote_observed: AtomicU64,
     /// Producers re-created after a fence or another fatal producer error.
     pub producer_resets: AtomicU64,
     pub restored_records: AtomicU64,
@@ -251,6 +255,29 @@ impl Engine {
         Ok(())
     }
 
+    /// Invariant 4: a timestamp another region stamped advances the owning partition's
+    /// clock unless it is beyond the max offset ahead; then it is counted, never adopted.
+    fn observe_remote(&mut self, r: &crate::follow::Remote) {
+        let now = self.clock.now_ms();
+        let Some(fold) = self.folds.get_mut(&r.partition) else {
+            return;
+        };
+        match fold.clock.observe(r.hlc, now) {
+            rf_core::clock::Observed::Merged => {
+                self.stats.remote_observed.fetch_add(1, Ordering::Relaxed);
+            }
+            rf_core::clock::Observed::RejectedSkew { ahead_ms } => {
+                let n = self
+                    .stats
+                    .clock_skew_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(region = %r.region, partition = r.partition, ahead_ms, rejected = n + 1, "remote HLC beyond the max clock offset: not adopted");
+                }
+            }
+        }
+    }
+
     /// Invariant 6 support: every idle history partition gets a heartbeat.
     fn heartbeats(&mut self) -> Result<()> {
         let interval = Duration::from_millis(self.cfg.heartbeat_interval_ms);
@@ -435,6 +462,7 @@ pub fn run_with(
         stats,
     }));
     let _ = consumer.context().engine.set(engine.clone());
+    let follower = crate::follow::Follower::new(&cfg)?;
     consumer.subscribe(&[&cfg.events_topic])?;
     tracing::info!(region = %cfg.region, topic = %cfg.events_topic, "processor started");
     let commit_every = Duration::from_millis(cfg.commit_interval_ms);
@@ -456,6 +484,11 @@ pub fn run_with(
             }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
+        }
+        if let Some(f) = &follower {
+            for r in f.poll(100) {
+                eng.observe_remote(&r);
+            }
         }
         if (eng.in_txn && eng.txn_started.elapsed() >= commit_every)
             || last_commit.elapsed() >= commit_every

@@ -23,6 +23,8 @@ pub struct Config {
     pub restore_timeout_secs: u64,
     /// Two puts on one key from different regions closer than this are reported concurrent.
     pub register_concurrency_window_ms: i64,
+    /// HLCs more than this far ahead of the reconciler's clock are reported as skew.
+    pub max_clock_offset_ms: i64,
     pub kafka: BTreeMap<String, String>,
 }
 
@@ -39,6 +41,7 @@ impl Default for Config {
             commit_interval_ms: 100,
             restore_timeout_secs: 60,
             register_concurrency_window_ms: 2000,
+            max_clock_offset_ms: 500,
             kafka: BTreeMap::new(),
         }
     }
@@ -70,6 +73,9 @@ impl Config {
         }
         if self.commit_interval_ms == 0 {
             return Err(bad("commit_interval_ms", "must be positive"));
+        }
+        if self.max_clock_offset_ms <= 0 {
+            return Err(bad("max_clock_offset_ms", "must be positive"));
         }
         Ok(())
     }

@@ -23,6 +23,11 @@ pub struct PartitionMerge {
     last_emitted: Option<OrderKey>,
     states: HashMap<String, AggState>,
     register_window_ms: i64,
+    /// A region whose HLCs run more than this far ahead of our wall clock is reported
+    /// (invariant 4). 0 = the default, 500 ms.
+    max_clock_offset_ms: i64,
+    /// Regions currently reported as skewed: one report per episode, not per event.
+    skewed: std::collections::BTreeSet<String>,
 }
 
 /// What one drain released.
@@ -71,6 +76,40 @@ impl PartitionMerge {
         }
     }
 
+    pub fn with_max_clock_offset(mut self, ms: i64) -> Self {
+        self.max_clock_offset_ms = ms;
+        self
+    }
+
+    /// A clock-skew report when `region` stamps HLCs beyond the max offset ahead of our
+    /// wall clock: once when the episode starts, again after it has ended.
+    fn skew(&mut self, region: &str, ev: &Event, hlc: Hlc, now_ms: i64) -> Option<Conflict> {
+        let max = if self.max_clock_offset_ms > 0 {
+            self.max_clock_offset_ms
+        } else {
+            500
+        };
+        let ahead = hlc.physical_ms - now_ms;
+        if ahead <= max {
+            self.skewed.remove(region);
+            return None;
+        }
+        if !self.skewed.insert(region.to_owned()) {
+            return None;
+        }
+        let mut c = conflict(
+            ConflictKind::ClockSkew,
+            ev,
+            vec![region.to_owned()],
+            None,
+            Some(region.to_owned()),
+            format!("{region} stamps HLCs {ahead} ms ahead of the reconciler's clock (max offset {max} ms)"),
+            now_ms,
+        );
+        c.conflict_id = format!("CLOCK_SKEW:{region}:{}:{}", hlc.physical_ms, hlc.logical);
+        Some(c)
+    }
+
     pub fn watermark(&self, region: &str) -> Option<Hlc> {
         self.watermarks.get(region).copied()
     }
@@ -114,9 +153,23 @@ impl PartitionMerge {
         if hlc > *wm {
             *wm = hlc;
         }
+        let skew = self.skew(region, &ev, hlc, now_ms);
         if matches!(ev.op, Op::Heartbeat) {
-            return Vec::new();
+            return skew.into_iter().collect();
         }
+        let mut out: Vec<Conflict> = skew.into_iter().collect();
+        out.extend(self.offer_event(region, ev, hlc, offset, now_ms));
+        out
+    }
+
+    fn offer_event(
+        &mut self,
+        region: &str,
+        ev: Event,
+        hlc: Hlc,
+        offset: i64,
+        now_ms: i64,
+    ) -> Vec<Conflict> {
         let order = OrderKey::new(hlc, region, ev.event_id.clone());
         if self.last_emitted.as_ref().is_some_and(|l| order <= *l) {
             return Vec::new(); // already released before (replay after restart)

@@ -21,7 +21,8 @@ pub struct Restored {
 }
 
 pub fn restore_partition(cfg: &Config, partition: i32) -> Result<Restored, Error> {
-    let mut merge = PartitionMerge::new(partition, cfg.register_concurrency_window_ms);
+    let mut merge = PartitionMerge::new(partition, cfg.register_concurrency_window_ms)
+        .with_max_clock_offset(cfg.max_clock_offset_ms);
     let mut resume = BTreeMap::new();
     let mut records = 0;
     read_to_end(
