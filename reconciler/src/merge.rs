@@ -321,6 +321,28 @@ mod tests {
     }
 
     #[test]
+    fn clock_skew_is_reported_once_per_episode() {
+        let mut m = PartitionMerge::new(0, 1000);
+        let kinds = |c: Vec<Conflict>| c.into_iter().map(|c| c.kind).collect::<Vec<_>>();
+        let now = 10_000;
+        // 600 ms ahead of our clock: reported once, not for every record of the episode.
+        assert_eq!(
+            kinds(m.offer("a", hb("a", now + 600), 0, now)),
+            vec![ConflictKind::ClockSkew]
+        );
+        let c = ev("a", "e1", "k", now + 700, Op::CounterAdd { delta: 1 });
+        assert!(m.offer("a", c, 1, now).is_empty());
+        // Within the offset the episode ends; a later one is reported again.
+        assert!(m.offer("a", hb("a", now + 800), 2, now + 400).is_empty());
+        assert_eq!(
+            kinds(m.offer("a", hb("a", now + 2000), 3, now + 500)),
+            vec![ConflictKind::ClockSkew]
+        );
+        // Another region is judged on its own.
+        assert!(m.offer("b", hb("b", now + 100), 0, now).is_empty());
+    }
+
+    #[test]
     fn waits_for_every_watermark() {
         let regions = vec!["a".to_string(), "b".to_string()];
         let mut m = PartitionMerge::new(0, 1000);

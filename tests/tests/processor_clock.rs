@@ -1,12 +1,48 @@
 //! Invariant 4 with an injected wall clock: the clock jumps +500 ms, then back 60 s, then
 //! the processor restarts with its clock 120 s behind the persisted bound. HLCs in every
 //! history partition stay strictly increasing throughout, and nothing is lost or repeated.
-use rf_core::ManualClock;
+//! Timestamps read back from `reconciled` advance the clock when within the max offset, and
+//! are counted and refused when beyond it.
+use rf_core::{Clock, ManualClock};
 use rf_loadgen::check::verify_region;
 use rf_loadgen::cluster::Cluster;
 use rf_loadgen::workload::{generate, publish, Ledger, Workload};
+use rf_schemas::{Codec, Event, Hlc, Op, Outcome, ReconciledEvent};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A `reconciled` record as another region's event would appear there, stamped `at_ms`.
+fn remote_record(c: &Cluster, partition: i32, at_ms: i64) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let mut ev = Event::new(
+        format!("remote-{partition}-{at_ms}"),
+        "likes:remote",
+        Op::CounterAdd { delta: 1 },
+    );
+    ev.region = Some("elsewhere".into());
+    ev.hlc = Some(Hlc::new(at_ms, 0));
+    let rec = ReconciledEvent {
+        event: ev,
+        outcome: Outcome::Applied,
+        reason: None,
+        state_json: "null".into(),
+    };
+    let bytes = Codec::reconciled().encode(&rec).unwrap();
+    let p: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", c.home.bootstrap())
+        .create()
+        .unwrap();
+    p.send(
+        BaseRecord::<[u8], [u8]>::to("reconciled")
+            .partition(partition)
+            .key(&b"likes:remote"[..])
+            .payload(&bytes[..]),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+}
 
 fn send_batch(c: &Cluster, ledger: &mut Ledger, sent: &mut usize, seed: u64) {
     let (recs, l) = generate(
@@ -40,7 +76,34 @@ fn hlc_strictly_increases_across_clock_jumps_and_restarts() {
     send_batch(&c, &mut ledger, &mut sent, 2);
     clock.set_offset(-60_000);
     send_batch(&c, &mut ledger, &mut sent, 3);
+
+    // Timestamps from elsewhere, read back from `reconciled`: one 120 s ahead of the
+    // processor's (shifted) wall clock, so a minute past everything it stamped, is counted
+    // and not adopted; one 100 ms ahead is merged.
+    let now = clock.now_ms();
+    for ahead in [120_000, 100] {
+        for p in 0..4 {
+            remote_record(&c, p, now + ahead);
+        }
+    }
+    c.wait_until(Duration::from_secs(30), "remote HLCs observed", |c| {
+        let s = &c.processors[0].stats;
+        Ok(s.clock_skew_rejected.load(Ordering::Relaxed) >= 4
+            && s.remote_observed.load(Ordering::Relaxed) >= 4)
+    })
+    .unwrap();
+    send_batch(&c, &mut ledger, &mut sent, 5);
     assert!(c.stop_all().is_empty());
+    let max_hlc = rf_loadgen::check::read_all_history_hlcs(&c.bootstrap("a"), 4)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.physical_ms)
+        .max()
+        .unwrap();
+    assert!(
+        max_hlc < now + 120_000,
+        "a remote timestamp beyond the max offset dragged the clock to {max_hlc}"
+    );
 
     // Restart with the wall clock two minutes behind what history already holds.
     c.start_processor_with_clock("a", 0, Arc::new(ManualClock::with_offset(-120_000)));
