@@ -44,9 +44,11 @@ pub trait Aggregate: Send + Sync + 'static {
     fn apply(&self, state: &mut Option<Value>, payload: &[u8]) -> Result<Applied, String>;
 
     /// The merge step, in the reconciler: the same op replayed in reconciled order over
-    /// every region's history. `Refused` here becomes a revocation (a compensation on
-    /// `conflicts`). Defaults to `apply`; override it when the merged outcome differs
-    /// (the built-in inventory, for instance, revokes what oversells).
+    /// every region's history. `Refused(reason)` here, or an `Err`, is published in
+    /// `reconciled` with outcome REVOKED and that reason, the state unchanged (only the
+    /// built-in inventory also writes a `conflicts` record for it). Defaults to `apply`;
+    /// override it when the merged outcome differs, as the inventory revokes what would
+    /// oversell. Setting the state to `None` leaves the stored state unchanged.
     fn merge(&self, state: &mut Option<Value>, payload: &[u8]) -> Result<Applied, String> {
         self.apply(state, payload)
     }

@@ -333,6 +333,73 @@ impl rdkafka::producer::ProducerContext for Delivered {
     }
 }
 
+/// Idempotent producers, one per region, publishing to `events` and tracking where the
+/// records landed.
+pub struct Publisher {
+    producers: Vec<BaseProducer<Delivered>>,
+}
+
+impl Publisher {
+    pub fn new(bootstraps: &[String]) -> Result<Publisher, String> {
+        let producers = bootstraps
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                ClientConfig::new()
+                    .set("bootstrap.servers", b)
+                    .set("enable.idempotence", "true")
+                    .set("linger.ms", "5")
+                    .create_with_context(Delivered(Default::default(), i))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Publisher { producers })
+    }
+
+    /// Hand records to the producers (waiting while their queues are full).
+    pub fn send(&self, records: &[Outgoing], mut progress: impl FnMut(usize)) {
+        for (i, r) in records.iter().enumerate() {
+            let p = &self.producers[r.region];
+            let mut rec = BaseRecord::<[u8], [u8]>::to("events")
+                .key(r.key.as_bytes())
+                .payload(&r.payload[..]);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        p.poll(Duration::from_millis(10));
+                        rec = back;
+                    }
+                }
+            }
+            if i % 1000 == 999 {
+                for p in &self.producers {
+                    p.poll(Duration::ZERO);
+                }
+                progress(i + 1);
+            }
+        }
+    }
+
+    /// Wait until everything sent is acknowledged; the end offsets reached so far.
+    pub fn flush(&self) -> Result<EndOffsets, String> {
+        let mut ends = EndOffsets::new();
+        for p in &self.producers {
+            p.flush(Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+            let st = p.context().0.lock().expect("delivered lock");
+            if let Some(e) = st.1.first() {
+                return Err(format!("{} records not delivered: {e}", st.1.len()));
+            }
+            for (k, v) in &st.0 {
+                let slot = ends.entry(*k).or_insert(0);
+                *slot = (*slot).max(*v);
+            }
+        }
+        Ok(ends)
+    }
+}
+
 /// Publish to each region's `events` with an idempotent producer; `progress` is called
 /// with the number sent so far. Returns the end offsets the records reached.
 pub fn publish(
@@ -340,52 +407,9 @@ pub fn publish(
     records: &[Outgoing],
     mut progress: impl FnMut(usize),
 ) -> Result<EndOffsets, String> {
-    let producers: Vec<BaseProducer<Delivered>> = bootstraps
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            ClientConfig::new()
-                .set("bootstrap.servers", b)
-                .set("enable.idempotence", "true")
-                .set("linger.ms", "5")
-                .create_with_context(Delivered(Default::default(), i))
-                .map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    for (i, r) in records.iter().enumerate() {
-        let p = &producers[r.region];
-        let mut rec = BaseRecord::<[u8], [u8]>::to("events")
-            .key(r.key.as_bytes())
-            .payload(&r.payload[..]);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    p.poll(Duration::from_millis(10));
-                    rec = back;
-                }
-            }
-        }
-        if i % 1000 == 999 {
-            for p in &producers {
-                p.poll(Duration::ZERO);
-            }
-            progress(i + 1);
-        }
-    }
-    let mut ends = EndOffsets::new();
-    for p in &producers {
-        p.flush(Duration::from_secs(60))
-            .map_err(|e| e.to_string())?;
-        let (e, errs) = std::mem::take(&mut *p.context().0.lock().expect("delivered lock"));
-        if !errs.is_empty() {
-            return Err(format!("{} records not delivered: {}", errs.len(), errs[0]));
-        }
-        for (k, v) in e {
-            let slot = ends.entry(k).or_insert(0);
-            *slot = (*slot).max(v);
-        }
-    }
+    let p = Publisher::new(bootstraps)?;
+    p.send(records, &mut progress);
+    let ends = p.flush()?;
     progress(records.len());
     Ok(ends)
 }
@@ -400,14 +424,14 @@ pub fn publish_paced(
     let chunks = (over.as_millis() / 250).max(1) as usize;
     let size = records.len().div_ceil(chunks).max(1);
     let started = std::time::Instant::now();
-    let mut ends = EndOffsets::new();
+    let p = Publisher::new(bootstraps)?;
     for (i, chunk) in records.chunks(size).enumerate() {
-        for (k, v) in publish(bootstraps, chunk, |_| {})? {
-            let slot = ends.entry(k).or_insert(0);
-            *slot = (*slot).max(v);
+        p.send(chunk, |_| {});
+        for q in &p.producers {
+            q.poll(Duration::ZERO);
         }
         let due = started + Duration::from_millis(250 * (i as u64 + 1));
         std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
     }
-    Ok(ends)
+    p.flush()
 }

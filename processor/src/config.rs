@@ -87,11 +87,26 @@ impl Config {
         if self.heartbeat_interval_ms == 0 {
             return Err(bad("heartbeat_interval_ms", "must be positive"));
         }
-        if self.max_record_bytes < 64 {
-            return Err(bad("max_record_bytes", "must be at least 64"));
+        if self.max_record_bytes < 64 || self.max_record_bytes > 900 * 1024 {
+            return Err(bad(
+                "max_record_bytes",
+                "must be in 64..=921600 (below the producer's 1 MB message.max.bytes, with room for headers)",
+            ));
         }
         if self.max_clock_offset_ms < 0 {
             return Err(bad("max_clock_offset_ms", "must not be negative"));
+        }
+        let txn_timeout_ms = match self.kafka.get("transaction.timeout.ms") {
+            None => crate::kafka::DEFAULT_TRANSACTION_TIMEOUT_MS,
+            Some(v) => v
+                .parse()
+                .map_err(|_| bad("kafka.transaction.timeout.ms", "must be a number"))?,
+        };
+        if self.restore_timeout_secs * 1000 < 2 * txn_timeout_ms {
+            return Err(bad(
+                "restore_timeout_secs",
+                format!("must be at least twice transaction.timeout.ms ({txn_timeout_ms} ms): a dead owner's open transaction holds restores back until the broker times it out"),
+            ));
         }
         if self.dedup_retention_secs == 0 {
             return Err(bad("dedup_retention_secs", "must be positive"));

@@ -11,7 +11,6 @@ use crate::error::Result;
 use crate::kafka::client_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use rf_schemas::{Codec, Hlc};
 use std::time::Duration;
 
@@ -28,24 +27,25 @@ pub struct Remote {
 }
 
 impl Follower {
-    /// `None` when no home cluster is configured.
-    pub fn new(cfg: &Config) -> Result<Option<Follower>> {
+    /// `None` when no home cluster is configured. Never waits for the home cluster: the
+    /// consumer subscribes in the background (its own group per instance, so it sees every
+    /// partition, from the end), and a home cluster that is down or cut off only delays
+    /// what it reads; the region keeps working.
+    pub fn new(cfg: &Config, instance_id: &str) -> Result<Option<Follower>> {
         if cfg.home_bootstrap_servers.is_empty() {
             return Ok(None);
         }
         let consumer: BaseConsumer = client_config(&cfg.home_bootstrap_servers, &cfg.kafka)
-            .set("group.id", format!("rf-follow-{}", cfg.region))
+            .set(
+                "group.id",
+                format!("rf-follow-{}-{instance_id}", cfg.region),
+            )
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "latest")
+            .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
             .create()?;
-        let md = consumer.fetch_metadata(Some(&cfg.reconciled_topic), Duration::from_secs(30))?;
-        let mut tpl = TopicPartitionList::new();
-        for t in md.topics() {
-            for p in t.partitions() {
-                tpl.add_partition_offset(&cfg.reconciled_topic, p.id(), Offset::End)?;
-            }
-        }
-        consumer.assign(&tpl)?;
+        consumer.subscribe(&[&cfg.reconciled_topic])?;
         Ok(Some(Follower {
             consumer,
             region: cfg.region.clone(),

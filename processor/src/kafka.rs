@@ -15,6 +15,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const H_SRC_PARTITION: &str = "rf-src-partition";
+/// A crashed instance's open transaction holds back read_committed readers (the next
+/// owner's restore among them) until the broker times it out: keep that short, and below
+/// the restore timeout (`Config::validate` checks).
+pub const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
 pub const H_SRC_OFFSET: &str = "rf-src-offset";
 
 pub fn client_config(bootstrap: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
@@ -68,8 +72,10 @@ pub fn transactional_producer(
 ) -> Result<TxnProducer> {
     // Defaults a user may override with librdkafka passthrough settings.
     let mut c = ClientConfig::new();
-    c.set("linger.ms", "5")
-        .set("transaction.timeout.ms", "60000");
+    c.set("linger.ms", "5").set(
+        "transaction.timeout.ms",
+        DEFAULT_TRANSACTION_TIMEOUT_MS.to_string(),
+    );
     for (k, v) in client_config(bootstrap, extra).config_map().iter() {
         c.set(k, v);
     }
@@ -155,6 +161,7 @@ pub fn read_to_end(
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + timeout;
     let mut next = from.max(0);
+    let mut drained = false;
     // Tansu's fetch responses can carry a high watermark that is only the end of the
     // returned batch, so a partition-EOF alone may come early. The partition is ours
     // (its previous owner is gone), so its end does not move while we restore: take the
@@ -192,8 +199,10 @@ pub fn read_to_end(
             });
         }
         // A transaction's commit marker takes an offset but is never delivered: when the
-        // last records were followed by one, only the consumer's position passes it.
-        let reached = if eof_at == EOF_UNSET {
+        // last records were followed by one, only the consumer's position passes it. Trust
+        // the position only once a poll has come back empty after the EOF, so that no
+        // fetched record is still queued behind it.
+        let reached = if eof_at == EOF_UNSET || !drained {
             next
         } else {
             position(&consumer, topic, partition)
@@ -209,13 +218,14 @@ pub fn read_to_end(
             100
         })) {
             None if eof_at == EOF_UNKNOWN_OFFSET && reached >= listed_end => return Ok(reached),
-            None => {}
+            None => drained = eof_at != EOF_UNSET,
             Some(Err(KafkaError::PartitionEOF(_))) if reached >= listed_end => return Ok(reached),
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => {
                 tracing::warn!(topic, partition, error = %e, "restore read error; retrying");
             }
             Some(Ok(m)) => {
+                drained = false;
                 next = m.offset() + 1;
                 f(&m)?;
             }

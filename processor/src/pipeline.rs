@@ -61,6 +61,9 @@ struct Engine {
     offsets: BTreeMap<i32, i64>,
     last_write: HashMap<i32, Instant>,
     fatal: Option<Error>,
+    /// Recoveries since the last successful commit: a record that fails every time (a
+    /// poison send) must stop the process with its error, not loop forever.
+    failed_in_a_row: u32,
     stats: Arc<Stats>,
 }
 
@@ -309,6 +312,7 @@ impl Engine {
         match self.try_commit(c) {
             Ok(()) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.failed_in_a_row = 0;
                 Ok(())
             }
             Err(e) => self.recover(c, e),
@@ -322,6 +326,11 @@ impl Engine {
     /// stops the process.
     fn recover(&mut self, c: &BaseConsumer<Ctx>, cause: Error) -> Result<()> {
         if matches!(cause, Error::Store(_)) {
+            return Err(cause);
+        }
+        self.failed_in_a_row += 1;
+        if self.failed_in_a_row > MAX_RECOVERIES_IN_A_ROW {
+            tracing::error!(error = %cause, "transactions keep failing without a commit in between; stopping");
             return Err(cause);
         }
         tracing::warn!(error = %cause, "transaction failed; aborting and re-adopting the log");
@@ -399,6 +408,10 @@ impl Engine {
     }
 }
 
+/// Recoveries allowed without a successful commit in between (a fence or a broker restart
+/// needs one or two; a record that can never be sent fails every time).
+const MAX_RECOVERIES_IN_A_ROW: u32 = 5;
+
 /// One producer per instance (EOS v2 fences through the consumer-group generation). The id
 /// comes from the state store, so a restart after kill -9 on the same state fences the
 /// dead instance's producer and aborts its open transaction at once, instead of leaving
@@ -432,10 +445,11 @@ pub fn run_with(
         &cfg.state_dir,
         Duration::from_secs(cfg.dedup_retention_secs),
     )?;
+    let store_instance_id = store.instance_id()?;
     let producer = transactional_producer(
         &cfg.bootstrap_servers,
         &cfg.kafka,
-        &transactional_id(&cfg, &store.instance_id()?),
+        &transactional_id(&cfg, &store_instance_id),
     )?;
     let consumer: BaseConsumer<Ctx> = client_config(&cfg.bootstrap_servers, &cfg.kafka)
         .set("group.id", cfg.group_id())
@@ -459,10 +473,11 @@ pub fn run_with(
         offsets: BTreeMap::new(),
         last_write: HashMap::new(),
         fatal: None,
+        failed_in_a_row: 0,
         stats,
     }));
     let _ = consumer.context().engine.set(engine.clone());
-    let follower = crate::follow::Follower::new(&cfg)?;
+    let follower = crate::follow::Follower::new(&cfg, &store_instance_id)?;
     consumer.subscribe(&[&cfg.events_topic])?;
     tracing::info!(region = %cfg.region, topic = %cfg.events_topic, "processor started");
     let commit_every = Duration::from_millis(cfg.commit_interval_ms);
