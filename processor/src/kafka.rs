@@ -162,6 +162,15 @@ pub fn read_to_end(
     let deadline = Instant::now() + timeout;
     let mut next = from.max(0);
     let mut drained = false;
+    // A partition someone is still writing (a previous owner that has not yet seen its
+    // revocation) may never report EOF: after a grace period, stop at the first record
+    // written after this read began, and say so.
+    let started = Instant::now();
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let grace = timeout / 4;
     // Tansu's fetch responses can carry a high watermark that is only the end of the
     // returned batch, so a partition-EOF alone may come early. The partition is ours
     // (its previous owner is gone), so its end does not move while we restore: take the
@@ -225,6 +234,20 @@ pub fn read_to_end(
                 tracing::warn!(topic, partition, error = %e, "restore read error; retrying");
             }
             Some(Ok(m)) => {
+                let written_after_start = m.timestamp().to_millis().is_some_and(|t| t > started_ms);
+                if eof_at == EOF_UNSET
+                    && started.elapsed() > grace
+                    && written_after_start
+                    && next >= listed_end
+                {
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        offset = m.offset(),
+                        "no end of partition after {grace:?}: another writer is still active; stopping at the records written before this read began"
+                    );
+                    return Ok(m.offset());
+                }
                 drained = false;
                 next = m.offset() + 1;
                 f(&m)?;
