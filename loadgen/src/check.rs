@@ -6,7 +6,7 @@ use crate::workload::Ledger;
 use rdkafka::message::Message;
 use rf_core::{AggState, OrderKey};
 use rf_processor::kafka::read_to_end;
-use rf_schemas::{Codec, ConflictKind, Event, Op, Outcome, ReconciledEvent};
+use rf_schemas::{Codec, Event, Op, Outcome, ReconciledEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -230,7 +230,6 @@ pub fn check(c: &Cluster, ledger: &Ledger) -> Result<Report, String> {
     for (_, cf) in conflicts {
         *r.conflicts.entry(cf.kind.as_str().to_owned()).or_insert(0) += 1;
     }
-    let _ = ConflictKind::ClockSkew;
     let mut keys: Vec<_> = final_state.keys().cloned().collect();
     keys.sort();
     for k in keys

@@ -167,3 +167,35 @@ impl Drop for ChildProcessor {
         }
     }
 }
+
+/// Wait until the consumer group `group` has committed every record published up to
+/// `ends`, failing early (with the log) if a process in `running` exits.
+pub fn wait_drained(
+    bootstrap: &str,
+    group: &str,
+    ends: &crate::workload::EndOffsets,
+    running: &mut [&mut ChildProcessor],
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let committed = crate::check::group_committed(bootstrap, group, "events", 4)?;
+        if ends
+            .iter()
+            .all(|((_, part), end)| committed.get(part).is_some_and(|c| c >= end))
+        {
+            return Ok(());
+        }
+        for p in running.iter_mut() {
+            if let Some(st) = p.exited() {
+                return Err(format!("processor exited ({st}):\n{}", p.log_tail(30)));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "input not drained within {timeout:?}: committed {committed:?}, end {ends:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

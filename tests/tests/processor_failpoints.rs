@@ -1,33 +1,17 @@
 //! A crash at each seam of a transaction — mid-produce, before commit, after the Kafka
 //! commit but before the RocksDB write, after the RocksDB write — then a restart on the same
 //! state: nothing lost, nothing duplicated, RocksDB equals the fold of history.
-use rf_loadgen::check::{group_committed, verify_region};
+use rf_loadgen::check::verify_region;
 use rf_loadgen::cluster::Cluster;
-use rf_loadgen::process::ChildProcessor;
+use rf_loadgen::process::{wait_drained, ChildProcessor};
 use rf_loadgen::workload::{generate, publish, EndOffsets, Ledger, Workload};
 use rf_processor::failpoints::SEAMS;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RESTORED: &str = "partitions assigned and restored";
 
-fn wait_drained(p: &mut ChildProcessor, bootstrap: &str, group: &str, ends: &EndOffsets) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let committed = group_committed(bootstrap, group, "events", 4).unwrap();
-        if ends
-            .iter()
-            .all(|((_, part), end)| committed.get(part).is_some_and(|c| c >= end))
-        {
-            return;
-        }
-        assert!(p.exited().is_none(), "processor died:\n{}", p.log_tail(30));
-        assert!(
-            Instant::now() < deadline,
-            "input not drained: committed {committed:?}, end {ends:?}\n{}",
-            p.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn drained(p: &mut ChildProcessor, bootstrap: &str, group: &str, ends: &EndOffsets) {
+    wait_drained(bootstrap, group, ends, &mut [p], Duration::from_secs(180)).unwrap();
 }
 
 #[test]
@@ -68,7 +52,7 @@ fn crash_at_every_seam_loses_and_duplicates_nothing() {
         // The restart must restore (replay the tail the store lacks) before it stops.
         let mut p = ChildProcessor::spawn(&cfg, &[]).unwrap();
         p.wait_log(RESTORED, Duration::from_secs(120)).unwrap();
-        wait_drained(&mut p, &bootstrap, &cfg.group_id(), &ends);
+        drained(&mut p, &bootstrap, &cfg.group_id(), &ends);
         let st = p.terminate(Duration::from_secs(30)).unwrap();
         assert!(
             st.success(),

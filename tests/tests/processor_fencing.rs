@@ -4,12 +4,12 @@
 //! re-adopts the log and carries on: afterwards nothing is lost or repeated.
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
-use rf_loadgen::check::{group_committed, verify_region};
+use rf_loadgen::check::verify_region;
 use rf_loadgen::cluster::Cluster;
-use rf_loadgen::process::ChildProcessor;
+use rf_loadgen::process::{wait_drained, ChildProcessor};
 use rf_loadgen::workload::{generate, publish_paced, Workload};
 use rf_processor::store::RocksStore;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn fenced_producer_is_reinitialised_not_fatal() {
@@ -53,23 +53,14 @@ fn fenced_producer_is_reinitialised_not_fatal() {
             .unwrap();
     }
     let ends = load.join().unwrap().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let committed = group_committed(&bootstrap, &cfg.group_id(), "events", 4).unwrap();
-        if ends
-            .iter()
-            .all(|((_, part), end)| committed.get(part).is_some_and(|c| c >= end))
-        {
-            break;
-        }
-        assert!(p.exited().is_none(), "processor died:\n{}", p.log_tail(40));
-        assert!(
-            Instant::now() < deadline,
-            "input not drained:\n{}",
-            p.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_drained(
+        &bootstrap,
+        &cfg.group_id(),
+        &ends,
+        &mut [&mut p],
+        Duration::from_secs(240),
+    )
+    .unwrap();
     assert!(
         p.log_contains("re-creating the producer"),
         "the fence was not noticed:\n{}",

@@ -7,9 +7,9 @@
 //!
 //! `RF_KILLS=N` sets the number of kills (default 20); the soak run is `RF_KILLS=100`.
 use rand::{Rng, SeedableRng};
-use rf_loadgen::check::{group_committed, verify_region};
+use rf_loadgen::check::verify_region;
 use rf_loadgen::cluster::Cluster;
-use rf_loadgen::process::ChildProcessor;
+use rf_loadgen::process::{wait_drained, ChildProcessor};
 use rf_loadgen::workload::{generate, publish_paced, Workload};
 use std::time::{Duration, Instant};
 
@@ -64,23 +64,14 @@ fn processor_survives_repeated_kill9() {
     let mut p = ChildProcessor::spawn(&cfg, &[]).unwrap();
     p.wait_log("partitions assigned and restored", Duration::from_secs(120))
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let committed = group_committed(&bootstrap, &cfg.group_id(), "events", 4).unwrap();
-        if ends
-            .iter()
-            .all(|((_, part), end)| committed.get(part).is_some_and(|c| c >= end))
-        {
-            break;
-        }
-        assert!(p.exited().is_none(), "processor died:\n{}", p.log_tail(30));
-        assert!(
-            Instant::now() < deadline,
-            "input not drained: committed {committed:?}, end {ends:?}\n{}",
-            p.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_drained(
+        &bootstrap,
+        &cfg.group_id(),
+        &ends,
+        &mut [&mut p],
+        Duration::from_secs(240),
+    )
+    .unwrap();
     let st = p.terminate(Duration::from_secs(30)).unwrap();
     assert!(
         st.success(),
