@@ -236,6 +236,34 @@ fn custom_step(
     Ok(r)
 }
 
+/// Fold one event whose admission is already decided (a history record, or an own event
+/// in the regional view): a refused event changes nothing; an admitted reservation is
+/// applied even where this state alone could not cover it (it was admitted against the
+/// regional view, which also holds the other regions' stock).
+pub fn apply_admitted(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
+    if let Some(r) = &ev.refusal {
+        return Ok(Applied::Refused(r.clone()));
+    }
+    if let Op::Reserve { order_id, qty } = &ev.op {
+        let family = validate(state.as_ref(), &ev.op)?;
+        if let AggState::Inventory {
+            available,
+            reserved,
+        } = state.get_or_insert_with(|| AggState::empty(family))
+        {
+            if reserved.contains_key(order_id) {
+                return Ok(Applied::Refused(format!(
+                    "order {order_id} already holds a reservation"
+                )));
+            }
+            *available -= qty;
+            reserved.insert(order_id.clone(), *qty);
+            return Ok(Applied::Applied);
+        }
+    }
+    apply(state, ev)
+}
+
 /// Apply one event (already stamped) to the key's state. `Refused` leaves state unchanged.
 pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
     if matches!(ev.op, Op::Custom { .. }) {

@@ -5,8 +5,10 @@ pub mod aggregate;
 pub mod clock;
 pub mod custom;
 pub mod order;
+pub mod view;
 
 pub use aggregate::{AggState, Applied, Family, InvalidOp};
 pub use clock::{Clock, HlcClock, ManualClock, SystemClock};
 pub use custom::Aggregate;
 pub use order::OrderKey;
+pub use view::RegionalView;

@@ -45,9 +45,31 @@ pub fn read_reconciled(c: &Cluster) -> Result<Vec<(i32, ReconciledEvent)>, Strin
 
 /// Raw key/value bytes of `reconciled`, per partition, for byte-for-byte comparisons.
 pub fn reconciled_bytes(c: &Cluster) -> Result<Vec<(i32, Vec<u8>)>, String> {
-    read_all(&c.home.bootstrap(), "reconciled", c.partitions, |_, b| {
-        Some(b.to_vec())
-    })
+    topic_bytes(&c.home.bootstrap(), "reconciled", c.partitions)
+}
+
+/// Raw value bytes of every record of `topic`, in partition then offset order.
+pub fn topic_bytes(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<(i32, Vec<u8>)>, String> {
+    read_all(bootstrap, topic, partitions, |_, b| Some(b.to_vec()))
+}
+
+/// Compare two reconciled outputs record by record; `None` when byte-identical, else the
+/// first difference.
+pub fn first_difference(a: &[(i32, Vec<u8>)], b: &[(i32, Vec<u8>)]) -> Option<String> {
+    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
+        let show = |r: &(i32, Vec<u8>)| {
+            Codec::reconciled()
+                .decode(&r.1)
+                .map(|e| format!("[{}] {} {:?}", r.0, e.event.event_id, e.outcome))
+                .unwrap_or_else(|_| format!("[{}] undecodable", r.0))
+        };
+        return Some(format!("record {i}: {} vs {}", show(&a[i]), show(&b[i])));
+    }
+    (a.len() != b.len()).then(|| format!("{} records vs {}", a.len(), b.len()))
 }
 
 #[derive(Debug, Default)]
@@ -62,7 +84,10 @@ pub struct Report {
     pub dlq_per_region: BTreeMap<String, usize>,
     pub accepted_distinct_across_regions: usize,
     pub reconciled: usize,
+    /// Distinct conflicts (by conflict_id) per kind.
     pub conflicts: BTreeMap<String, usize>,
+    /// Conflict records repeating a conflict_id already seen (reported again after a restart).
+    pub conflicts_repeated: usize,
     pub problems: Vec<String>,
     pub sample_states: Vec<(String, String)>,
 }
@@ -227,8 +252,15 @@ pub fn check(c: &Cluster, ledger: &Ledger) -> Result<Report, String> {
     let conflicts = read_all(&c.home.bootstrap(), "conflicts", c.partitions, |_, b| {
         Codec::conflict().decode(b).ok()
     })?;
+    // A conflict can be reported again after a reconciler restart; consumers deduplicate
+    // by conflict_id, and so does this count.
+    let mut ids = HashSet::new();
     for (_, cf) in conflicts {
-        *r.conflicts.entry(cf.kind.as_str().to_owned()).or_insert(0) += 1;
+        if ids.insert(cf.conflict_id.clone()) {
+            *r.conflicts.entry(cf.kind.as_str().to_owned()).or_insert(0) += 1;
+        } else {
+            r.conflicts_repeated += 1;
+        }
     }
     let mut keys: Vec<_> = final_state.keys().cloned().collect();
     keys.sort();
@@ -346,7 +378,7 @@ pub fn verify_region(
                 }
                 let st = fold.entry(ev.key.clone()).or_default();
                 if ev.refusal.is_none() {
-                    let _ = rf_core::aggregate::apply(st, &ev);
+                    let _ = rf_core::aggregate::apply_admitted(st, &ev);
                 }
                 Ok(())
             },

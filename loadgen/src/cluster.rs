@@ -159,6 +159,11 @@ impl Cluster {
 
     pub fn start_reconciler(&mut self) {
         let cfg = self.reconciler_config();
+        self.start_reconciler_with(cfg);
+    }
+
+    /// Start an in-process reconciler with a caller-shaped configuration.
+    pub fn start_reconciler_with(&mut self, cfg: rf_reconciler::Config) {
         let shutdown = Shutdown::default();
         let stats = Arc::new(RecStats::default());
         let (s, st) = (shutdown.clone(), stats.clone());

@@ -1,4 +1,5 @@
-//! A processor in its own OS process, so tests can kill -9 it at any moment.
+//! A processor or reconciler in its own OS process (optionally inside a network namespace),
+//! so tests can kill -9 it at any moment or cut its network.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -27,42 +28,102 @@ pub fn bin_path(name: &str) -> Result<PathBuf, String> {
         })
 }
 
-pub struct ChildProcessor {
+pub struct ChildProcess {
     child: Child,
     pub log: PathBuf,
     /// Where this run's output starts in the (appended) log.
     log_start: usize,
 }
 
-impl ChildProcessor {
+/// The processor binary as a child process.
+pub type ChildProcessor = ChildProcess;
+
+impl ChildProcess {
     /// Start `processor` for `cfg`, appending its output to `<state_dir>.log`; `env` adds
     /// environment variables (e.g. `RF_FAILPOINTS`).
     pub fn spawn(cfg: &rf_processor::Config, env: &[(&str, &str)]) -> Result<Self, String> {
-        let log = cfg.state_dir.with_extension("log");
+        Self::spawn_processor_in(cfg, env, None)
+    }
+
+    /// As [`ChildProcess::spawn`], inside network namespace `netns` when given.
+    pub fn spawn_processor_in(
+        cfg: &rf_processor::Config,
+        env: &[(&str, &str)],
+        netns: Option<&str>,
+    ) -> Result<Self, String> {
+        let mut args: Vec<String> = vec![
+            "--region".into(),
+            cfg.region.clone(),
+            "--bootstrap-servers".into(),
+            cfg.bootstrap_servers.clone(),
+            "--state-dir".into(),
+            cfg.state_dir.display().to_string(),
+            "--group-id".into(),
+            cfg.group_id(),
+        ];
+        if !cfg.home_bootstrap_servers.is_empty() {
+            args.push("--home-bootstrap-servers".into());
+            args.push(cfg.home_bootstrap_servers.clone());
+        }
+        for (k, v) in &cfg.kafka {
+            args.push("-X".into());
+            args.push(format!("{k}={v}"));
+        }
+        Self::spawn_bin(
+            "processor",
+            &args,
+            env,
+            &cfg.state_dir.with_extension("log"),
+            netns,
+        )
+    }
+
+    /// Start `reconciler` with `cfg` (written next to `log` as TOML), appending its output
+    /// to `log`.
+    pub fn spawn_reconciler(
+        cfg: &rf_reconciler::Config,
+        log: &Path,
+        netns: Option<&str>,
+    ) -> Result<Self, String> {
+        let file = log.with_extension("toml");
+        let text = toml::to_string(cfg).map_err(|e| e.to_string())?;
+        std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+        Self::spawn_bin(
+            "reconciler",
+            &["--config".into(), file.display().to_string()],
+            &[],
+            log,
+            netns,
+        )
+    }
+
+    /// Start workspace binary `name` with `args`, output appended to `log`, inside network
+    /// namespace `netns` (via `ip netns exec`, which execs: the pid is the binary's).
+    pub fn spawn_bin(
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+        netns: Option<&str>,
+    ) -> Result<Self, String> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)
+            .open(log)
             .map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let log_start = out.metadata().map(|m| m.len() as usize).unwrap_or(0);
-        let mut cmd = Command::new(bin_path("processor")?);
-        cmd.arg("--region")
-            .arg(&cfg.region)
-            .arg("--bootstrap-servers")
-            .arg(&cfg.bootstrap_servers)
-            .arg("--state-dir")
-            .arg(&cfg.state_dir)
-            .arg("--group-id")
-            .arg(cfg.group_id());
-        if !cfg.home_bootstrap_servers.is_empty() {
-            cmd.arg("--home-bootstrap-servers")
-                .arg(&cfg.home_bootstrap_servers);
-        }
-        for (k, v) in &cfg.kafka {
-            cmd.arg("-X").arg(format!("{k}={v}"));
-        }
+        let bin = bin_path(name)?;
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         let child = cmd
+            .args(args)
             .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
@@ -72,10 +133,10 @@ impl ChildProcessor {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("spawn processor: {e}"))?;
-        Ok(ChildProcessor {
+            .map_err(|e| format!("spawn {name}: {e}"))?;
+        Ok(ChildProcess {
             child,
-            log,
+            log: log.to_path_buf(),
             log_start,
         })
     }
@@ -109,7 +170,7 @@ impl ChildProcessor {
             if Instant::now() > deadline {
                 self.kill9();
                 return Err(format!(
-                    "processor {} did not exit within {timeout:?}",
+                    "child {} did not exit within {timeout:?}",
                     self.pid()
                 ));
             }
@@ -160,7 +221,7 @@ pub fn tail(path: &Path, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
-impl Drop for ChildProcessor {
+impl Drop for ChildProcess {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             self.kill9();

@@ -4,8 +4,8 @@
 
 use crate::error::Result;
 use crate::store::{PartitionMeta, StateStore, StoreBatch};
-use rf_core::aggregate::{apply, validate};
-use rf_core::{AggState, Applied, HlcClock};
+use rf_core::aggregate::{apply, apply_admitted, validate};
+use rf_core::{AggState, Applied, Family, HlcClock, RegionalView};
 use rf_schemas::{Codec, Event, Hlc, Op};
 use std::collections::{HashMap, HashSet};
 
@@ -76,10 +76,13 @@ impl PartitionFold {
         }
     }
 
-    /// Decide one input record from the `events` topic.
+    /// Decide one input record from the `events` topic. Inventory ops are admitted against
+    /// `view` (the regional view: reconciled state plus own pending events) when given,
+    /// else against this region's own state.
     pub fn decide(
         &mut self,
         store: &dyn StateStore,
+        view: Option<&RegionalView>,
         kafka_key: Option<&[u8]>,
         payload: &[u8],
         now_ms: i64,
@@ -129,10 +132,14 @@ impl PartitionFold {
                 reason: e.to_string(),
             });
         }
-        // A release must name an order this region holds a reservation for. (The
-        // reconciler, replaying every region, records such a release as refused instead.)
+        let admit_state = match view {
+            Some(v) if Family::of(&ev.op) == Some(Family::Inventory) => v.view(&ev.key),
+            _ => state.clone(),
+        };
+        // A release must name an order the view holds a reservation for. (The reconciler,
+        // replaying every region, records such a release as refused instead.)
         if let Op::Release { order_id } = &ev.op {
-            let known = matches!(&state, Some(AggState::Inventory { reserved, .. }) if reserved.contains_key(order_id));
+            let known = matches!(&admit_state, Some(AggState::Inventory { reserved, .. }) if reserved.contains_key(order_id));
             if !known {
                 return Ok(Decision::Dead {
                     class: "invalid_value",
@@ -143,7 +150,8 @@ impl PartitionFold {
         ev.region = Some(self.region.clone());
         ev.hlc = Some(self.clock.tick(now_ms));
         ev.refusal = None;
-        match apply(&mut state, &ev) {
+        let mut probe = admit_state;
+        match apply(&mut probe, &ev) {
             Ok(Applied::Applied) => {}
             Ok(Applied::Refused(r)) => ev.refusal = Some(r),
             Err(e) => {
@@ -153,6 +161,8 @@ impl PartitionFold {
                 })
             }
         }
+        // This region's own state folds the decision as made (as a restore will).
+        let _ = apply_admitted(&mut state, &ev);
         self.record(&ev.key.clone(), &ev.event_id.clone(), state);
         Ok(Decision::Accept(ev))
     }
@@ -173,13 +183,14 @@ impl PartitionFold {
         ev
     }
 
-    /// Adopt one record read back from history (restore): the log is the truth.
+    /// Adopt one record read back from history (restore): the log is the truth. Returns
+    /// whether it was new to the fold (an event not adopted before).
     pub fn adopt(
         &mut self,
         store: &dyn StateStore,
         ev: &Event,
         src_offset: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if let Some(h) = ev.hlc {
             self.clock.adopt_bound(h);
         }
@@ -187,15 +198,13 @@ impl PartitionFold {
             self.meta.input_next = self.meta.input_next.max(o + 1);
         }
         if matches!(ev.op, Op::Heartbeat) || self.is_dup(store, &ev.key, &ev.event_id)? {
-            return Ok(());
+            return Ok(false);
         }
         let mut state = self.load(store, &ev.key)?;
-        if ev.refusal.is_none() {
-            // History was validated when written; an error here means a foreign writer.
-            let _ = apply(&mut state, ev);
-        }
+        // History was validated when written; an error here means a foreign writer.
+        let _ = apply_admitted(&mut state, ev);
         self.record(&ev.key, &ev.event_id, state);
-        Ok(())
+        Ok(true)
     }
 
     pub fn note_input(&mut self, offset: i64) {

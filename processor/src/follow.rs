@@ -1,35 +1,37 @@
 //! The way back from the home cluster (DESIGN.md picture): the processor reads
-//! `reconciled`. Today it observes the HLCs other regions stamped (invariant 4): a timestamp
-//! within the max offset of the local wall clock advances the owning history partition's
-//! clock, so what this region stamps next is ordered after what it has seen; one further
-//! ahead is rejected, counted (`Stats::clock_skew_rejected`) and logged, and never drags
-//! the clock forward. Regional convergence (view = reconciled state + own events not yet
-//! reconciled) builds on this reader.
+//! `reconciled`, whole, from the beginning at every start (as a Kafka Streams global table
+//! bootstraps), in the background. Each record
+//! - updates the regional view (`rf_core::RegionalView`: reconciled state + own events not
+//!   yet reconciled), against which inventory is admitted;
+//! - if another region stamped it, is observed by the owning history partition's clock
+//!   (invariant 4): within the max offset of the local wall clock it advances the clock,
+//!   so what this region stamps next is ordered after what it has seen; further ahead it is
+//!   rejected, counted (`Stats::clock_skew_rejected`) and logged, never adopted.
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::kafka::client_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rf_schemas::{Codec, Hlc};
+use rf_schemas::{Codec, Hlc, ReconciledEvent};
 use std::time::Duration;
 
 pub struct Follower {
     consumer: BaseConsumer,
-    region: String,
 }
 
-/// A timestamp another region stamped, seen on `reconciled` partition `partition`.
+/// One record of `reconciled` partition `partition`, stamped by `region` at `hlc`.
 pub struct Remote {
     pub partition: i32,
     pub region: String,
     pub hlc: Hlc,
+    pub record: ReconciledEvent,
 }
 
 impl Follower {
     /// `None` when no home cluster is configured. Never waits for the home cluster: the
     /// consumer subscribes in the background (its own group per instance, so it sees every
-    /// partition, from the end), and a home cluster that is down or cut off only delays
+    /// partition, from the beginning), and a home cluster that is down or cut off only delays
     /// what it reads; the region keeps working.
     pub fn new(cfg: &Config, instance_id: &str) -> Result<Option<Follower>> {
         if cfg.home_bootstrap_servers.is_empty() {
@@ -42,17 +44,14 @@ impl Follower {
             )
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "latest")
+            .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
             .create()?;
         consumer.subscribe(&[&cfg.reconciled_topic])?;
-        Ok(Some(Follower {
-            consumer,
-            region: cfg.region.clone(),
-        }))
+        Ok(Some(Follower { consumer }))
     }
 
-    /// Up to `max` timestamps other regions stamped, without blocking.
+    /// Up to `max` reconciled records, without blocking.
     pub fn poll(&self, max: usize) -> Vec<Remote> {
         let mut out = Vec::new();
         for _ in 0..max {
@@ -62,14 +61,13 @@ impl Follower {
                     else {
                         continue;
                     };
-                    let ev = rec.event;
-                    match (ev.region, ev.hlc) {
-                        (Some(r), Some(hlc)) if r != self.region => out.push(Remote {
+                    if let (Some(r), Some(hlc)) = (rec.event.region.clone(), rec.event.hlc) {
+                        out.push(Remote {
                             partition: m.partition(),
                             region: r,
                             hlc,
-                        }),
-                        _ => {}
+                            record: rec,
+                        });
                     }
                 }
                 Some(Err(e)) => {

@@ -20,6 +20,9 @@ pub const H_SRC_PARTITION: &str = "rf-src-partition";
 /// the restore timeout (`Config::validate` checks).
 pub const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
 pub const H_SRC_OFFSET: &str = "rf-src-offset";
+/// The transactional id of the producer that wrote a record: lets the next owner of a
+/// partition abort the open transaction of a writer that died (see `abort_orphaned`).
+pub const H_WRITER: &str = "rf-writer";
 
 pub fn client_config(bootstrap: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -184,6 +187,13 @@ pub fn read_to_end(
         .map(|(_, high)| high)
         .max()
         .unwrap_or(0);
+    // The log end as a read_uncommitted client lists it (the high watermark, past any open
+    // transaction). A writer that died inside a transaction leaves it open: Kafka aborts it
+    // after transaction.timeout.ms and the read_committed position then moves past it; Tansu
+    // may never time it out, so its last stable offset (and with it the partition-EOF) stays
+    // stuck, but it hands the records over anyway. Either way, once our position reaches this
+    // end, everything written before the read began has been read.
+    let log_end = log_end(bootstrap, extra, topic, partition).unwrap_or(i64::MAX);
     loop {
         // The EOF event and the records travel on different queues: finish only once the
         // records below the offset where the fetch reached the high watermark are read.
@@ -227,6 +237,11 @@ pub fn read_to_end(
             100
         })) {
             None if eof_at == EOF_UNKNOWN_OFFSET && reached >= listed_end => return Ok(reached),
+            None if position(&consumer, topic, partition).is_some_and(|p| p >= log_end) => {
+                return Ok(position(&consumer, topic, partition)
+                    .unwrap_or(next)
+                    .max(next));
+            }
             None => drained = eof_at != EOF_UNSET,
             Some(Err(KafkaError::PartitionEOF(_))) if reached >= listed_end => return Ok(reached),
             Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -254,6 +269,87 @@ pub fn read_to_end(
             }
         }
     }
+}
+
+/// Abort the transactions that writers other than `own_id` left open in
+/// `topic[partition]` past offset `from` (the read_committed end). Returns the fenced ids.
+///
+/// A writer that dies inside a transaction leaves it open. Kafka aborts it after
+/// `transaction.timeout.ms`; Tansu never does (measured: still open 42 s later), and its
+/// last stable offset, which bounds every read_committed reader, stays stuck for good.
+/// Kafka Streams' per-task transactional ids fenced such a zombie as a side effect of the
+/// next owner starting; with one producer per instance we do it explicitly: read the open
+/// tail uncommitted, take the writers' ids from the `rf-writer` header, and initialise a
+/// producer with each id, which fences it and aborts its open transaction.
+pub fn abort_orphaned(
+    bootstrap: &str,
+    extra: &BTreeMap<String, String>,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    own_id: &str,
+) -> Result<Vec<String>> {
+    let Some(end) = log_end(bootstrap, extra, topic, partition) else {
+        return Ok(Vec::new());
+    };
+    if from >= end {
+        return Ok(Vec::new());
+    }
+    let c: BaseConsumer = client_config(bootstrap, extra)
+        .set("group.id", "rf-restore")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    c.assign(&tpl)?;
+    let mut writers = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if let Some(w) = header_str(&m, H_WRITER) {
+                    if w != own_id {
+                        writers.insert(w);
+                    }
+                }
+                if m.offset() + 1 >= end {
+                    break;
+                }
+            }
+            Some(Err(_)) | None => {
+                if position(&c, topic, partition).is_some_and(|p| p >= end) {
+                    break;
+                }
+            }
+        }
+    }
+    for w in &writers {
+        tracing::warn!(topic, partition, writer = %w, "aborting a transaction a previous owner left open");
+        // init_transactions fences the id and aborts its open transaction.
+        drop(transactional_producer(bootstrap, extra, w)?);
+    }
+    Ok(writers.into_iter().collect())
+}
+
+/// The high watermark of `topic[partition]` as a read_uncommitted client lists it.
+pub fn log_end(
+    bootstrap: &str,
+    extra: &BTreeMap<String, String>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let c: BaseConsumer = client_config(bootstrap, extra)
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .ok()?;
+    (0..3)
+        .filter_map(|_| {
+            c.fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .ok()
+        })
+        .map(|(_, high)| high)
+        .max()
 }
 
 /// The fetch position of one assigned partition, if it is known.
@@ -306,12 +402,16 @@ impl ClientContext for EofCtx {
 }
 impl rdkafka::consumer::ConsumerContext for EofCtx {}
 
-pub fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
+pub fn header_str(m: &impl Message, name: &str) -> Option<String> {
     use rdkafka::message::Headers;
-    let hs = m.headers()?;
-    hs.iter()
+    m.headers()?
+        .iter()
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|s| s.parse().ok())
+        .map(str::to_owned)
+}
+
+pub fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
+    header_str(m, name)?.parse().ok()
 }

@@ -11,7 +11,7 @@ use crate::failpoints::crash;
 use crate::fold::{Decision, PartitionFold};
 use crate::kafka::{
     abort, client_config, commit_drained, transactional_producer, TxnProducer, H_SRC_OFFSET,
-    H_SRC_PARTITION,
+    H_SRC_PARTITION, H_WRITER,
 };
 use crate::restore::restore_partition;
 use crate::shutdown::Shutdown;
@@ -22,7 +22,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use rf_core::{Clock, SystemClock};
+use rf_core::{Clock, RegionalView, SystemClock};
 use rf_schemas::{Codec, Event};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +47,9 @@ pub struct Stats {
     /// Producers re-created after a fence or another fatal producer error.
     pub producer_resets: AtomicU64,
     pub restored_records: AtomicU64,
+    /// The region's view of every key (reconciled state + own events not yet reconciled),
+    /// maintained when a home cluster is configured.
+    pub view: Mutex<RegionalView>,
 }
 
 struct Engine {
@@ -65,6 +68,14 @@ struct Engine {
     /// poison send) must stop the process with its error, not loop forever.
     failed_in_a_row: u32,
     stats: Arc<Stats>,
+    /// Our producer's transactional id, written on every history record (`rf-writer`).
+    txn_id: String,
+    /// Whether inventory admission uses the regional view (a home cluster is configured).
+    use_view: bool,
+    /// Own events the view holds pending, to persist with the next commit.
+    pending_put: Vec<(i32, Event)>,
+    /// Pending events `reconciled` settled, to delete with the next commit.
+    pending_del: Vec<(i32, String, rf_schemas::Hlc)>,
 }
 
 struct Ctx {
@@ -96,6 +107,11 @@ impl ConsumerContext for Ctx {
                 for el in tpl.elements() {
                     eng.folds.remove(&el.partition());
                     eng.offsets.remove(&el.partition());
+                    eng.stats
+                        .view
+                        .lock()
+                        .expect("view lock")
+                        .forget_partition(el.partition());
                 }
                 tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
                 let _ = c.unassign();
@@ -112,7 +128,11 @@ impl Engine {
     fn on_assign(&mut self, c: &BaseConsumer<Ctx>, tpl: &mut TopicPartitionList) -> Result<()> {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         for &p in &partitions {
-            let r = restore_partition(&self.cfg, &self.store, p)?;
+            let r = {
+                let mut view = self.stats.view.lock().expect("view lock");
+                let view = self.use_view.then_some(&mut *view);
+                restore_partition(&self.cfg, &self.store, p, &self.txn_id, view)?
+            };
             self.stats
                 .restored_records
                 .fetch_add(r.replayed, Ordering::Relaxed);
@@ -182,13 +202,21 @@ impl Engine {
         let now = self.clock.now_ms();
         let payload = m.payload().unwrap_or(&[]);
         let fold = self.folds.get_mut(&p).expect("fold");
+        let mut view = self.stats.view.lock().expect("view lock");
         let decision = fold.decide(
             &self.store,
+            self.use_view.then_some(&*view),
             m.key(),
             payload,
             now,
             self.cfg.max_record_bytes,
         )?;
+        if let Decision::Accept(ev) = &decision {
+            if self.use_view && ev.refusal.is_none() && view.accepted(p, ev) {
+                self.pending_put.push((p, ev.clone()));
+            }
+        }
+        drop(view);
         fold.note_input(m.offset());
         self.offsets.insert(p, m.offset() + 1);
         match decision {
@@ -240,7 +268,10 @@ impl Engine {
         let bytes = Codec::event()
             .encode(ev)
             .map_err(|e| Error::Aborted(e.to_string()))?;
-        let mut headers = OwnedHeaders::new();
+        let mut headers = OwnedHeaders::new().insert(Header {
+            key: H_WRITER,
+            value: Some(self.txn_id.as_str()),
+        });
         if let Some(o) = src_offset {
             headers = headers
                 .insert(Header {
@@ -256,6 +287,22 @@ impl Engine {
         self.produce(&topic, Some(p), ev.key.as_bytes(), &bytes, headers)?;
         self.last_write.insert(p, Instant::now());
         Ok(())
+    }
+
+    /// One record read back from `reconciled`: it updates the regional view (settling own
+    /// pending events), and another region's HLC is observed by the partition's clock.
+    fn on_reconciled(&mut self, r: &crate::follow::Remote) {
+        let settled = self
+            .stats
+            .view
+            .lock()
+            .expect("view lock")
+            .reconciled(&r.record);
+        self.pending_del
+            .extend(settled.into_iter().map(|(k, h)| (r.partition, k, h)));
+        if r.region != self.cfg.region {
+            self.observe_remote(r);
+        }
     }
 
     /// Invariant 4: a timestamp another region stamped advances the owning partition's
@@ -337,6 +384,9 @@ impl Engine {
         self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         self.in_txn = false;
         self.offsets.clear();
+        // The aborted events' pending copies go too; the re-adoption below reloads what
+        // the log holds.
+        self.pending_put.clear();
         if let Err(e2) = abort(&self.producer) {
             tracing::warn!(error = %e2, "abort failed; re-creating the producer");
             self.stats.producer_resets.fetch_add(1, Ordering::Relaxed);
@@ -379,6 +429,8 @@ impl Engine {
                 .map(|o| o + 1);
             fold.take_batch(next, now, &mut batch);
         }
+        batch.pending_put = std::mem::take(&mut self.pending_put);
+        batch.pending_del = std::mem::take(&mut self.pending_del);
         self.store.write(batch)?;
         fail::fail_point!("rf::after_store", |_| -> Result<()> {
             crash("rf::after_store")
@@ -440,6 +492,7 @@ pub fn run_with(
     stats: SharedStats,
 ) -> Result<()> {
     cfg.validate()?;
+    *stats.view.lock().expect("view lock") = RegionalView::new(&cfg.region);
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::Store(e.to_string()))?;
     let store = RocksStore::open_with_retention(
         &cfg.state_dir,
@@ -475,6 +528,10 @@ pub fn run_with(
         fatal: None,
         failed_in_a_row: 0,
         stats,
+        use_view: !cfg.home_bootstrap_servers.is_empty(),
+        txn_id: transactional_id(&cfg, &store_instance_id),
+        pending_put: Vec::new(),
+        pending_del: Vec::new(),
     }));
     let _ = consumer.context().engine.set(engine.clone());
     let follower = crate::follow::Follower::new(&cfg, &store_instance_id)?;
@@ -501,8 +558,8 @@ pub fn run_with(
             None => {}
         }
         if let Some(f) = &follower {
-            for r in f.poll(100) {
-                eng.observe_remote(&r);
+            for r in f.poll(1000) {
+                eng.on_reconciled(&r);
             }
         }
         if (eng.in_txn && eng.txn_started.elapsed() >= commit_every)

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use rf_core::AggState;
-use rf_schemas::Hlc;
+use rf_schemas::{Codec, Event, Hlc};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -26,6 +26,10 @@ pub struct StoreBatch {
     pub states: Vec<(i32, String, AggState)>,
     pub dedup: Vec<(i32, String, String, i64)>,
     pub metas: Vec<(i32, PartitionMeta)>,
+    /// Own accepted events the regional view still holds pending (not yet reconciled).
+    pub pending_put: Vec<(i32, Event)>,
+    /// Pending events `reconciled` has settled: (partition, key, hlc).
+    pub pending_del: Vec<(i32, String, Hlc)>,
 }
 
 pub trait StateStore: Send {
@@ -33,11 +37,14 @@ pub trait StateStore: Send {
     fn state(&self, partition: i32, key: &str) -> Result<Option<AggState>>;
     fn seen(&self, partition: i32, key: &str, event_id: &str) -> Result<bool>;
     fn write(&self, batch: StoreBatch) -> Result<()>;
+    /// The regional view's pending own events of one partition.
+    fn pending(&self, partition: i32) -> Result<Vec<Event>>;
 }
 
 const CF_STATE: &str = "state";
 const CF_DEDUP: &str = "dedup";
 const CF_META: &str = "meta";
+const CF_PENDING: &str = "pending";
 
 pub struct RocksStore {
     db: DB,
@@ -58,6 +65,14 @@ fn dkey(p: i32, key: &str, id: &str) -> Vec<u8> {
     let mut v = pkey(p, key);
     v.push(0);
     v.extend_from_slice(id.as_bytes());
+    v
+}
+
+fn pending_key(p: i32, key: &str, hlc: Hlc) -> Vec<u8> {
+    let mut v = pkey(p, key);
+    v.push(0);
+    v.extend_from_slice(&hlc.physical_ms.to_be_bytes());
+    v.extend_from_slice(&hlc.logical.to_be_bytes());
     v
 }
 
@@ -95,6 +110,7 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_STATE, Options::default()),
             ColumnFamilyDescriptor::new(CF_DEDUP, dedup_opts),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ColumnFamilyDescriptor::new(CF_PENDING, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(store_err)?;
         Ok(RocksStore { db })
@@ -186,7 +202,29 @@ impl StateStore for RocksStore {
                 serde_json::to_vec(m).map_err(store_err)?,
             );
         }
+        for (p, ev) in &batch.pending_put {
+            let (Some(hlc), Ok(bytes)) = (ev.hlc, Codec::event().encode(ev)) else {
+                continue;
+            };
+            wb.put_cf(self.cf(CF_PENDING), pending_key(*p, &ev.key, hlc), bytes);
+        }
+        for (p, k, hlc) in &batch.pending_del {
+            wb.delete_cf(self.cf(CF_PENDING), pending_key(*p, k, *hlc));
+        }
         self.db.write(wb).map_err(store_err)
+    }
+
+    fn pending(&self, partition: i32) -> Result<Vec<Event>> {
+        let prefix = partition.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_PENDING), prefix) {
+            let (k, v) = item.map_err(store_err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(Codec::event().decode(&v).map_err(store_err)?);
+        }
+        Ok(out)
     }
 }
 
@@ -210,6 +248,7 @@ mod tests {
                         input_next: 9,
                     },
                 )],
+                ..Default::default()
             })
             .unwrap();
         }

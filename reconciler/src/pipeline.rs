@@ -75,7 +75,16 @@ pub fn run_with(
     };
     let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
 
-    // Adopt our own output first (invariant 3).
+    // Fence first: initialising the transactional id aborts whatever a previous
+    // incarnation left open, so the restore below reads the log to its real end (until
+    // then, that open transaction holds back every read_committed reader, and on Tansu it
+    // would never time out).
+    let producer: TxnProducer = transactional_producer(
+        &cfg.home_bootstrap_servers,
+        &cfg.kafka,
+        &format!("rf-reconciler-{}", cfg.instance),
+    )?;
+    // Then adopt our own output (invariant 3).
     let mut merges: BTreeMap<i32, PartitionMerge> = BTreeMap::new();
     let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for &p in &owned {
@@ -112,11 +121,6 @@ pub fn run_with(
         c.assign(&tpl)?;
         consumers.push((src.name.clone(), c));
     }
-    let producer: TxnProducer = transactional_producer(
-        &cfg.home_bootstrap_servers,
-        &cfg.kafka,
-        &format!("rf-reconciler-{}", cfg.instance),
-    )?;
     stats.ready.store(1, Ordering::SeqCst);
     tracing::info!(partitions = ?owned, ?regions, "reconciler started");
 

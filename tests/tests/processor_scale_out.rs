@@ -9,12 +9,7 @@ use rf_loadgen::process::{wait_drained, ChildProcessor};
 use rf_loadgen::workload::{generate, publish_paced, Workload};
 use std::time::{Duration, Instant};
 
-// Flaky on Tansu (failed 4 times in about 8 runs this session): after a member dies or joins,
-// a restore of a moved partition can find no end or the input never drains. Not understood yet;
-// issue 4 stays open for it. Run it with `cargo test --release -p rf-tests --test
-// processor_scale_out -- --ignored`.
 #[test]
-#[ignore = "flaky on Tansu, see the comment above and issue 4's note"]
 fn partitions_move_between_instances_exactly_once() {
     let c = Cluster::start(&["a"], 4).unwrap();
     let (recs, ledger) = generate(
