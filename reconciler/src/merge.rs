@@ -34,6 +34,8 @@ pub struct PartitionMerge {
 #[derive(Debug, Default)]
 pub struct Released {
     pub reconciled: Vec<ReconciledEvent>,
+    /// Per reconciled record: the region and history offset it came from.
+    pub sources: Vec<(String, i64)>,
     pub conflicts: Vec<Conflict>,
 }
 
@@ -229,9 +231,10 @@ impl PartitionMerge {
             if entry.key().hlc > min_wm {
                 break;
             }
-            let (order, (ev, _)) = entry.remove_entry();
+            let (order, (ev, offset)) = entry.remove_entry();
             self.buffered_ids
                 .remove(&(ev.key.clone(), ev.event_id.clone()));
+            out.sources.push((order.region.clone(), offset));
             self.release(order, ev, now_ms, &mut out);
         }
         out

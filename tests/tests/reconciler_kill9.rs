@@ -84,7 +84,10 @@ fn reconciler_survives_kill9_during_catch_up() {
         }
         Ok(reconciled_count(c)? >= want)
     })
-    .unwrap();
+    .unwrap_or_else(|e| {
+        let n = reconciled_count(&c).unwrap_or(0);
+        panic!("{e} ({n} of {want}):\n{}", r.log_tail(40))
+    });
     let st = r.terminate(Duration::from_secs(30)).unwrap();
     assert!(st.success(), "graceful stop failed:\n{}", r.log_tail(30));
 
