@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 pub struct Broker {
     pub name: String,
+    /// The address it listens on and advertises.
+    pub host: String,
     pub port: u16,
     child: Child,
 }
@@ -41,10 +43,24 @@ pub fn free_port() -> u16 {
 
 impl Broker {
     pub fn start(name: &str) -> Result<Broker, String> {
+        Self::start_at(name, "127.0.0.1", None)
+    }
+
+    /// Start on `host` (an address of the namespace it runs in), inside network namespace
+    /// `netns` when given.
+    pub fn start_at(name: &str, host: &str, netns: Option<&str>) -> Result<Broker, String> {
         let bin = tansu_bin()?;
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
+        let url = format!("tcp://{host}:{port}");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("broker")
             .arg("--cluster-id")
             .arg(format!("rf-{name}"))
@@ -61,13 +77,16 @@ impl Broker {
             .map_err(|e| format!("starting {}: {e}", bin.display()))?;
         let b = Broker {
             name: name.to_owned(),
+            host: host.to_owned(),
             port,
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((host, port)).is_err() {
             if Instant::now() > deadline {
-                return Err(format!("broker {name} did not listen on {port} within 20s"));
+                return Err(format!(
+                    "broker {name} did not listen on {host}:{port} within 20s"
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -75,7 +94,7 @@ impl Broker {
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn create_topics(&self, topics: &[&str], partitions: i32) -> Result<(), String> {

@@ -76,17 +76,46 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub processors: Vec<Running<ProcStats>>,
     pub reconciler: Option<Running<RecStats>>,
+    /// With real partitions: each region's network namespace (dropped after the brokers).
+    pub namespaces: Vec<(String, crate::netns::Netns)>,
+    pub home_addr: Option<crate::netns::HomeAddr>,
 }
 
 impl Cluster {
     pub fn start(regions: &[&str], partitions: i32) -> Result<Cluster, String> {
+        Self::start_with(regions, partitions, false)
+    }
+
+    /// As `start`, but each region (its broker and, once started, its processors) runs in
+    /// its own network namespace, so that `cut` and `heal` partition it for real.
+    pub fn start_partitionable(regions: &[&str], partitions: i32) -> Result<Cluster, String> {
+        Self::start_with(regions, partitions, true)
+    }
+
+    fn start_with(regions: &[&str], partitions: i32, netns: bool) -> Result<Cluster, String> {
+        let mut namespaces = Vec::new();
+        let home_addr = if netns {
+            Some(crate::netns::HomeAddr::create()?)
+        } else {
+            None
+        };
         let mut rs = Vec::new();
-        for r in regions {
-            let b = Broker::start(r)?;
+        for (i, r) in regions.iter().enumerate() {
+            let b = if netns {
+                let ns = crate::netns::Netns::create(i as u8 + 1, r)?;
+                let b = Broker::start_at(r, &ns.ip, Some(&ns.name))?;
+                namespaces.push((r.to_string(), ns));
+                b
+            } else {
+                Broker::start(r)?
+            };
             b.create_topics(&["events", "events.dlq", "history"], partitions)?;
             rs.push((r.to_string(), b));
         }
-        let home = Broker::start("home")?;
+        let home = match &home_addr {
+            Some(h) => Broker::start_at("home", &h.ip, None)?,
+            None => Broker::start("home")?,
+        };
         home.create_topics(&["reconciled", "conflicts"], partitions)?;
         Ok(Cluster {
             regions: rs,
@@ -95,7 +124,39 @@ impl Cluster {
             dir: tempfile::tempdir().map_err(|e| e.to_string())?,
             processors: Vec::new(),
             reconciler: None,
+            namespaces,
+            home_addr,
         })
+    }
+
+    /// The network namespace `region` runs in, if any.
+    pub fn netns(&self, region: &str) -> Option<&crate::netns::Netns> {
+        self.namespaces
+            .iter()
+            .find(|(n, _)| n == region)
+            .map(|(_, ns)| ns)
+    }
+
+    /// Cut `region` off from the home cluster and the reconciler (and everything else
+    /// outside its namespace).
+    pub fn cut(&self, region: &str) -> Result<(), String> {
+        self.netns(region)
+            .ok_or_else(|| format!("{region} has no network namespace"))?
+            .cut()
+    }
+
+    pub fn heal(&self, region: &str) -> Result<(), String> {
+        self.netns(region)
+            .ok_or_else(|| format!("{region} has no network namespace"))?
+            .heal()
+    }
+
+    /// Network namespace names per region, in region order (for publishers).
+    pub fn namespace_names(&self) -> Vec<Option<String>> {
+        self.regions
+            .iter()
+            .map(|(r, _)| self.netns(r).map(|n| n.name.clone()))
+            .collect()
     }
 
     pub fn bootstrap(&self, region: &str) -> String {
@@ -133,12 +194,21 @@ impl Cluster {
         let shutdown = Shutdown::default();
         let stats = Arc::new(ProcStats::default());
         let (s, st) = (shutdown.clone(), stats.clone());
+        let ns = self.netns(region).map(|n| n.name.clone());
         self.processors.push(spawn_component(
             format!("processor {region}#{instance}"),
             format!("processor-{region}-{instance}"),
             shutdown,
             stats,
-            move || rf_processor::pipeline::run_with(cfg, s, clock, st),
+            move || {
+                if let Some(ns) = ns {
+                    crate::netns::enter(&ns).map_err(|reason| rf_processor::Error::Config {
+                        field: "netns",
+                        reason,
+                    })?;
+                }
+                rf_processor::pipeline::run_with(cfg, s, clock, st)
+            },
         ));
     }
 

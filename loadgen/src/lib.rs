@@ -3,5 +3,6 @@
 pub mod broker;
 pub mod check;
 pub mod cluster;
+pub mod netns;
 pub mod process;
 pub mod workload;

@@ -341,16 +341,34 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(bootstraps: &[String]) -> Result<Publisher, String> {
+        Self::new_in(bootstraps, &[])
+    }
+
+    /// Producers created inside each region's network namespace, where given (so that a
+    /// region cut off from the rest still gets its load).
+    pub fn new_in(
+        bootstraps: &[String],
+        namespaces: &[Option<String>],
+    ) -> Result<Publisher, String> {
         let producers = bootstraps
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                ClientConfig::new()
-                    .set("bootstrap.servers", b)
-                    .set("enable.idempotence", "true")
-                    .set("linger.ms", "5")
-                    .create_with_context(Delivered(Default::default(), i))
-                    .map_err(|e| e.to_string())
+                let ns = namespaces.get(i).cloned().flatten();
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    if let Some(ns) = ns {
+                        crate::netns::enter(&ns)?;
+                    }
+                    ClientConfig::new()
+                        .set("bootstrap.servers", b)
+                        .set("enable.idempotence", "true")
+                        .set("linger.ms", "5")
+                        .create_with_context(Delivered(Default::default(), i))
+                        .map_err(|e| e.to_string())
+                })
+                .join()
+                .map_err(|_| "publisher thread panicked".to_string())?
             })
             .collect::<Result<_, _>>()?;
         Ok(Publisher { producers })
@@ -434,4 +452,15 @@ pub fn publish_paced(
         std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
     }
     p.flush()
+}
+
+/// One hand-made event for region index `region` (tests that need a specific scenario).
+pub fn outgoing(region: usize, id: &str, key: &str, op: Op) -> Outgoing {
+    let mut ev = Event::new(id, key, op);
+    ev.client_time_ms = Some(rf_core::Clock::now_ms(&rf_core::SystemClock));
+    Outgoing {
+        region,
+        key: key.to_owned(),
+        payload: Codec::event().encode(&ev).expect("encode"),
+    }
 }
