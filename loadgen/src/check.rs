@@ -43,6 +43,18 @@ pub fn read_reconciled(c: &Cluster) -> Result<Vec<(i32, ReconciledEvent)>, Strin
     })
 }
 
+/// Every record of the home cluster's `conflicts`.
+pub fn read_all_conflicts(c: &Cluster) -> Result<Vec<rf_schemas::Conflict>, String> {
+    Ok(
+        read_all(&c.home.bootstrap(), "conflicts", c.partitions, |_, b| {
+            Codec::conflict().decode(b).ok()
+        })?
+        .into_iter()
+        .map(|(_, cf)| cf)
+        .collect(),
+    )
+}
+
 /// Raw key/value bytes of `reconciled`, per partition, for byte-for-byte comparisons.
 pub fn reconciled_bytes(c: &Cluster) -> Result<Vec<(i32, Vec<u8>)>, String> {
     topic_bytes(&c.home.bootstrap(), "reconciled", c.partitions)
