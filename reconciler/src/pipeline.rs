@@ -4,7 +4,7 @@
 //! per-region history offsets a restart resumes from.
 
 use crate::config::Config;
-use crate::merge::PartitionMerge;
+use crate::merge::{resume_points, PartitionMerge};
 use crate::restore::{restore_partition, H_RESUME_PREFIX};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -193,33 +193,6 @@ pub fn run_with(
     Ok(())
 }
 
-/// Where a restart must resume each region's history after each released record: the
-/// lowest offset of anything not yet emitted once that record is (the records after it in
-/// this release, what stays buffered), else where we have read to. Per record, not per
-/// transaction: on Tansu a partial transaction stays visible and is adopted, and resuming
-/// past records it did not reach would leave a gap.
-fn resume_points(
-    regions: &[String],
-    sources: &[(String, i64)],
-    after_release: impl Fn(&str) -> i64,
-) -> Vec<Vec<(String, String)>> {
-    let mut next: BTreeMap<&str, i64> = regions
-        .iter()
-        .map(|r| (r.as_str(), after_release(r)))
-        .collect();
-    let mut out = vec![Vec::new(); sources.len()];
-    for (i, (region, offset)) in sources.iter().enumerate().rev() {
-        out[i] = next
-            .iter()
-            .map(|(r, at)| (format!("{H_RESUME_PREFIX}{r}"), at.to_string()))
-            .collect();
-        if let Some(at) = next.get_mut(region.as_str()) {
-            *at = (*at).min(*offset);
-        }
-    }
-    out
-}
-
 /// Conflicts released with a partition go to the same partition index; conflicts found
 /// on arrival are keyed and left to the partitioner.
 fn send_conflict(
@@ -266,11 +239,16 @@ fn release(
         if released.reconciled.is_empty() && released.conflicts.is_empty() {
             continue;
         }
-        let resume = resume_points(regions, &released.sources, |r| {
-            merge
-                .min_buffered_offset(r)
-                .unwrap_or_else(|| positions.get(&(r.to_owned(), *p)).copied().unwrap_or(0))
-        });
+        let resume: Vec<Vec<(String, String)>> = resume_points(regions, &released.sources, |r| {
+            merge.resume_after_release(r, positions.get(&(r.to_owned(), *p)).copied().unwrap_or(0))
+        })
+        .into_iter()
+        .map(|m| {
+            m.into_iter()
+                .map(|(r, at)| (format!("{H_RESUME_PREFIX}{r}"), at.to_string()))
+                .collect()
+        })
+        .collect();
         outputs.push((*p, released, resume));
     }
     *stats.watermark_lag_ms.lock().expect("lag lock") = lag;
@@ -325,30 +303,5 @@ fn release(
             let _ = abort(producer);
             Err(e)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resume_points;
-
-    #[test]
-    fn each_record_resumes_before_everything_released_after_it() {
-        let regions = vec!["a".to_owned(), "b".to_owned()];
-        let sources = vec![("a".into(), 5), ("b".into(), 9), ("a".into(), 7)];
-        let at = |r: &str| if r == "a" { 8 } else { 12 };
-        let got = resume_points(&regions, &sources, at);
-        let plain: Vec<Vec<String>> = got
-            .iter()
-            .map(|v| v.iter().map(|(k, v)| format!("{k}={v}")).collect())
-            .collect();
-        assert_eq!(
-            plain,
-            vec![
-                vec!["rf-resume-a=7", "rf-resume-b=9"],
-                vec!["rf-resume-a=7", "rf-resume-b=12"],
-                vec!["rf-resume-a=8", "rf-resume-b=12"],
-            ]
-        );
     }
 }
