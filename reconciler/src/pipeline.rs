@@ -15,7 +15,7 @@ use rf_processor::kafka::{
     abort, client_config, commit_drained, send, transactional_producer, TxnProducer,
 };
 use rf_processor::{Error, Shutdown};
-use rf_schemas::{Codec, Hlc};
+use rf_schemas::Codec;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -229,10 +229,13 @@ fn release(
     let mut outputs = Vec::new();
     let mut buffered = 0u64;
     for (p, merge) in merges.iter_mut() {
+        // A region with no watermark yet (nothing read from it) is left out: its lag is
+        // unknown, not "since 1970".
         for r in regions {
-            let wm = merge.watermark(r).unwrap_or(Hlc::ZERO).physical_ms;
-            let l = lag.entry(r.clone()).or_insert(0);
-            *l = (*l).max(now - wm);
+            if let Some(wm) = merge.watermark(r) {
+                let l = lag.entry(r.clone()).or_insert(0);
+                *l = (*l).max(now - wm.physical_ms);
+            }
         }
         let released = merge.drain(regions, now);
         buffered += merge.buffered() as u64;

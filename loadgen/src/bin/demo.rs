@@ -1,10 +1,11 @@
-//! The multi-region demo on embedded Tansu brokers: processors, reconciler, load, checker.
-//! Exit status 0 only if the reconciled state equals the one recomputed from what was sent.
+//! The multi-region demo on embedded Tansu brokers: processors, reconciler, load, a real
+//! network partition of one region and its heal, checker. Exit status 0 only if the
+//! reconciled state equals the one recomputed from what was sent.
 
 use clap::Parser;
-use rf_loadgen::check::{check, reconciled_count};
+use rf_loadgen::check::{check, read_all_conflicts, reconciled_count};
 use rf_loadgen::cluster::{Cluster, PARTITIONS};
-use rf_loadgen::workload::{generate, publish, Workload};
+use rf_loadgen::workload::{generate, Publisher, Workload};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,12 +24,21 @@ struct Args {
     /// After the summary, keep the brokers up (to inspect the topics) until Ctrl-C.
     #[arg(long)]
     keep_brokers: bool,
+    /// How long the last region stays cut off (seconds).
+    #[arg(long, default_value_t = 10)]
+    cut_secs: u64,
+    /// Run without the network partition (no network namespaces needed).
+    #[arg(long)]
+    no_partition: bool,
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // librdkafka's connection errors during the partition are expected: the
+            // progress lines say what is cut off.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,librdkafka=off,rdkafka::client=off".into()),
         )
         .init();
     let args = Args::parse();
@@ -71,7 +81,16 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         names.join(", "),
         PARTITIONS
     );
-    let mut cluster = Cluster::start(&names, PARTITIONS)?;
+    let mut cluster = if args.no_partition {
+        Cluster::start(&names, PARTITIONS)?
+    } else {
+        Cluster::start_partitionable(&names, PARTITIONS).map_err(|e| {
+            format!("{e}\n(the partition needs root and iproute2; --no-partition runs without it)")
+        })?
+    };
+    if !args.no_partition {
+        println!("   each region runs in its own network namespace; the home cluster and the reconciler run outside");
+    }
     for (n, b) in &cluster.regions {
         println!("   broker {n:<9} tansu at {}", b.bootstrap());
     }
@@ -83,20 +102,92 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
     let w = Workload {
         events: args.events,
         seed: args.seed,
+        all_aggregates: true,
         ..Workload::default()
     };
     let (records, ledger) = generate(&w, names.len());
     println!(
-        "== sending {} records: {} distinct events, {} retries, {} failovers to another region, {} malformed",
+        "== sending {} records: {} distinct events (counters, registers, leaderboards, inventory, chat), {} retries, {} failovers to another region, {} malformed",
         records.len(), ledger.distinct.len(), ledger.retries_same_region, ledger.failovers, ledger.malformed
     );
     let bootstraps: Vec<String> = cluster.regions.iter().map(|(_, b)| b.bootstrap()).collect();
+    let publisher = Publisher::new_in(&bootstraps, &cluster.namespace_names())?;
     let total = records.len();
-    publish(&bootstraps, &records, |n| {
-        if n % 5000 == 0 || n == total {
-            println!("   sent {n}/{total}");
+    let reconciled_now = |c: &Cluster| {
+        c.reconciler
+            .as_ref()
+            .map(|r| r.stats.reconciled.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    };
+    let lag = |c: &Cluster, r: &str| {
+        c.reconciler
+            .as_ref()
+            .and_then(|x| x.stats.watermark_lag_ms.lock().ok()?.get(r).copied())
+            .unwrap_or(0)
+    };
+    let (first, rest) = records.split_at(total * 2 / 5);
+    let (during, after) = rest.split_at(if args.no_partition { 0 } else { total * 2 / 5 });
+    publisher.send(first, |_| {});
+    publisher.flush()?;
+    println!("   sent {}/{total}", first.len());
+    // Let everything flow before the cut: every region processing, the reconciler caught up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        cluster.check_alive()?;
+        let consumed: u64 = cluster
+            .processors
+            .iter()
+            .map(|p| p.stats.consumed.load(Ordering::Relaxed))
+            .sum();
+        let buffered = cluster
+            .reconciler
+            .as_ref()
+            .map(|r| r.stats.buffered.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        let rec = reconciled_now(&cluster);
+        if consumed >= first.len() as u64 && rec > 0 && buffered == 0 {
+            println!("   all regions processing; reconciled {rec}");
+            break;
         }
-    })?;
+        if Instant::now() > deadline || interrupted.load(Ordering::SeqCst) {
+            return Err(format!("regions did not take the first load in time (consumed {consumed}, reconciled {rec})"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut partition_note = None;
+    if !args.no_partition {
+        let cut = *names.last().expect("regions");
+        let idx = names.len() - 1;
+        let accepted = |c: &Cluster| c.processors[idx].stats.accepted.load(Ordering::Relaxed);
+        let (acc0, rec0) = (accepted(&cluster), reconciled_now(&cluster));
+        cluster.cut(cut)?;
+        let cut_at = Instant::now();
+        println!("== PARTITION: {cut} cut off from the home cluster and the reconciler (veth link down) for {} s", args.cut_secs);
+        publisher.send(during, |_| {});
+        publisher.flush()?;
+        while cut_at.elapsed() < Duration::from_secs(args.cut_secs) {
+            if interrupted.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            cluster.check_alive()?;
+            println!(
+                "   {:>2} s cut: {cut} accepted {} events on its own; reconciled {} (held at {cut}'s watermark); {cut} watermark lag {} ms",
+                cut_at.elapsed().as_secs(),
+                accepted(&cluster) - acc0,
+                reconciled_now(&cluster),
+                lag(&cluster, cut)
+            );
+        }
+        let held = reconciled_now(&cluster) - rec0;
+        cluster.heal(cut)?;
+        let healed_at = Instant::now();
+        println!("== HEAL: {cut} reconnected; reconciling what diverged");
+        partition_note = Some((cut, cut_at, healed_at, accepted(&cluster) - acc0, held));
+    }
+    publisher.send(after, |_| {});
+    publisher.flush()?;
+    println!("   sent {total}/{total}");
     println!("== waiting for the reconciler (deadline 180 s)");
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last_print = Instant::now();
@@ -127,6 +218,13 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
             last_print = Instant::now();
         }
         if done {
+            if let Some((cut, _, healed_at, _, _)) = &mut partition_note {
+                println!(
+                    "   caught up {:.1} s after the heal; {cut} watermark lag {} ms",
+                    healed_at.elapsed().as_secs_f64(),
+                    lag(&cluster, cut)
+                );
+            }
             break;
         }
         if Instant::now() > deadline {
@@ -168,7 +266,31 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         "   reconciled          {} events (distinct across regions: {})",
         report.reconciled, report.accepted_distinct_across_regions
     );
-    println!("   conflicts           {:?}", report.conflicts);
+    if let Some((cut, cut_at, healed_at, alone, held)) = &partition_note {
+        println!(
+            "   partition           {cut} cut for {:.1} s: accepted {alone} events on its own; reconciled moved by only {held} meanwhile (it waits for every region's watermark)",
+            (*healed_at - *cut_at).as_secs_f64()
+        );
+    }
+    println!(
+        "   conflicts           {:?} (distinct by conflict_id)",
+        report.conflicts
+    );
+    if let Ok(cs) = read_all_conflicts(&cluster) {
+        let mut shown = std::collections::BTreeSet::new();
+        for cf in cs {
+            if shown.insert(cf.kind.as_str()) {
+                println!(
+                    "     e.g. {:<24} key {:<18} regions {:?}: {} (reconciled {} ms after it happened)",
+                    cf.kind.as_str(),
+                    cf.key,
+                    cf.regions,
+                    cf.detail,
+                    cf.reconcile_latency_ms
+                );
+            }
+        }
+    }
     println!("   merged state of a few keys:");
     for (k, s) in &report.sample_states {
         println!("     {k:<22} {s}");
