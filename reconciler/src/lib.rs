@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod merge;
+pub mod metrics;
 pub mod pipeline;
 pub mod restore;
 

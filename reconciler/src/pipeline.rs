@@ -32,6 +32,7 @@ pub struct Stats {
     pub watermark_lag_ms: Mutex<BTreeMap<String, i64>>,
     pub restored_records: AtomicU64,
     pub ready: AtomicI64,
+    pub metrics: crate::metrics::Metrics,
 }
 
 fn partition_count(bootstrap: &str, cfg: &Config, topic: &str) -> Result<i32, Error> {
@@ -254,6 +255,13 @@ fn release(
         .collect();
         outputs.push((*p, released, resume));
     }
+    for (r, l) in &lag {
+        stats
+            .metrics
+            .watermark_lag_ms
+            .with_label_values(&[r.as_str()])
+            .set(*l);
+    }
     *stats.watermark_lag_ms.lock().expect("lag lock") = lag;
     stats.buffered.store(buffered, Ordering::Relaxed);
     let early = std::mem::take(pending);
@@ -297,6 +305,29 @@ fn release(
         Ok(_) => {
             stats.reconciled.fetch_add(n_rec, Ordering::Relaxed);
             stats.conflicts.fetch_add(n_con, Ordering::Relaxed);
+            for (_, released, _) in &outputs {
+                for rec in &released.reconciled {
+                    let hlc_ms = rec.event.hlc.map_or(now, |h| h.physical_ms);
+                    stats
+                        .metrics
+                        .reconcile_latency
+                        .observe((now - hlc_ms).max(0) as f64 / 1000.0);
+                }
+                for c in &released.conflicts {
+                    stats
+                        .metrics
+                        .conflicts
+                        .with_label_values(&[c.kind.as_str()])
+                        .inc();
+                }
+            }
+            for c in &early {
+                stats
+                    .metrics
+                    .conflicts
+                    .with_label_values(&[c.kind.as_str()])
+                    .inc();
+            }
             stats.commits.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }

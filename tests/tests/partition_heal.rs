@@ -8,6 +8,7 @@
 //! the reconciled state; the conflicts the divergence produced are listed.
 //!
 //! Needs root and iproute2 (`ip netns`); without them the test fails saying so.
+use prometheus::core::Metric;
 use rf_core::AggState;
 use rf_loadgen::check::{check, first_difference, read_reconciled, topic_bytes};
 use rf_loadgen::cluster::Cluster;
@@ -143,6 +144,33 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
         caught_up.as_secs_f64(),
         lag_ms(&c, "c")
     );
+
+    // The reconciliation-latency histogram shows the cut: events waited over 5 s.
+    {
+        let h = &c
+            .reconciler
+            .as_ref()
+            .unwrap()
+            .stats
+            .metrics
+            .reconcile_latency;
+        let total = h.get_sample_count();
+        let within_5s = h
+            .metric()
+            .get_histogram()
+            .get_bucket()
+            .iter()
+            .find(|b| b.upper_bound() == 5.0)
+            .map(|b| b.cumulative_count())
+            .unwrap();
+        assert!(total >= want, "latency observed for every reconciled event");
+        assert!(within_5s < total, "no event waited over 5 s for the cut");
+        eprintln!(
+            "reconciliation latency: {} of {total} events over 5 s (the cut), mean {:.2} s",
+            total - within_5s,
+            h.get_sample_sum() / total as f64
+        );
+    }
 
     // Every region's view converges to the reconciled state.
     let mut final_state: HashMap<String, AggState> = HashMap::new();
