@@ -173,6 +173,11 @@ impl Cluster {
             bootstrap_servers: self.bootstrap(region),
             state_dir: self.dir.path().join(format!("{region}-{instance}")),
             home_bootstrap_servers: self.home.bootstrap(),
+            // Inside a region's namespace, on its address (reachable unless cut).
+            http_addr: match self.netns(region) {
+                Some(ns) => format!("{}:0", ns.ip),
+                None => "127.0.0.1:0".into(),
+            },
             ..Default::default()
         };
         cfg.kafka.extend(kafka_extras());
@@ -223,6 +228,7 @@ impl Cluster {
                     bootstrap_servers: b.bootstrap(),
                 })
                 .collect(),
+            http_addr: "127.0.0.1:0".into(),
             ..Default::default()
         }
     }

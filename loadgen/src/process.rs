@@ -61,6 +61,8 @@ impl ChildProcess {
             "--group-id".into(),
             cfg.group_id(),
         ];
+        args.push("--http-addr".into());
+        args.push(cfg.http_addr.clone());
         if !cfg.home_bootstrap_servers.is_empty() {
             args.push("--home-bootstrap-servers".into());
             args.push(cfg.home_bootstrap_servers.clone());

@@ -24,6 +24,8 @@ pub struct Config {
     /// The home cluster, to read `reconciled` back (empty: do not follow it).
     pub home_bootstrap_servers: String,
     pub reconciled_topic: String,
+    /// HTTP address for /health, /ready, /metrics, /state/{key} and /feed (empty: none).
+    pub http_addr: String,
     /// Passed through to librdkafka verbatim (e.g. `security.protocol`, `sasl.*`).
     pub kafka: BTreeMap<String, String>,
 }
@@ -47,6 +49,7 @@ impl Default for Config {
             restore_timeout_secs: 60,
             home_bootstrap_servers: String::new(),
             reconciled_topic: "reconciled".into(),
+            http_addr: "0.0.0.0:8080".into(),
             kafka: BTreeMap::new(),
         }
     }

@@ -23,6 +23,7 @@ pub struct Follower {
 /// One record of `reconciled` partition `partition`, stamped by `region` at `hlc`.
 pub struct Remote {
     pub partition: i32,
+    pub offset: i64,
     pub region: String,
     pub hlc: Hlc,
     pub record: ReconciledEvent,
@@ -64,6 +65,7 @@ impl Follower {
                     if let (Some(r), Some(hlc)) = (rec.event.region.clone(), rec.event.hlc) {
                         out.push(Remote {
                             partition: m.partition(),
+                            offset: m.offset(),
                             region: r,
                             hlc,
                             record: rec,

@@ -9,9 +9,12 @@
 pub mod config;
 pub mod error;
 pub mod failpoints;
+pub mod feed;
 pub mod fold;
 pub mod follow;
+pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
 pub mod restore;
 pub mod shutdown;

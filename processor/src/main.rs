@@ -21,6 +21,9 @@ struct Args {
     /// The home cluster, to read `reconciled` back.
     #[arg(long, env = "RF_HOME_BOOTSTRAP_SERVERS")]
     home_bootstrap_servers: Option<String>,
+    /// HTTP address (/health /ready /metrics /state/{key} /feed); empty disables it.
+    #[arg(long, env = "RF_HTTP_ADDR")]
+    http_addr: Option<String>,
     /// librdkafka setting passed through, `-X key=value` (repeatable).
     #[arg(short = 'X', value_parser = parse_kv)]
     kafka: Vec<(String, String)>,
@@ -70,6 +73,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(v) = args.home_bootstrap_servers {
         cfg.home_bootstrap_servers = v;
+    }
+    if let Some(v) = args.http_addr {
+        cfg.http_addr = v;
     }
     cfg.kafka.extend(args.kafka);
     if let Err(e) = cfg.validate() {

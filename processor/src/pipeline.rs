@@ -50,6 +50,13 @@ pub struct Stats {
     /// The region's view of every key (reconciled state + own events not yet reconciled),
     /// maintained when a home cluster is configured.
     pub view: Mutex<RegionalView>,
+    /// True once partitions are assigned and restored (`/ready`).
+    pub ready: std::sync::atomic::AtomicBool,
+    pub metrics: crate::metrics::ProcessorMetrics,
+    /// Reconciled changes as they are read back (`/feed`).
+    pub feed: crate::feed::Feed,
+    /// Where the HTTP endpoints listen, once started.
+    pub http_addr: Mutex<Option<std::net::SocketAddr>>,
 }
 
 struct Engine {
@@ -68,6 +75,8 @@ struct Engine {
     /// poison send) must stop the process with its error, not loop forever.
     failed_in_a_row: u32,
     stats: Arc<Stats>,
+    /// When the gauges were last updated.
+    gauges_at: Instant,
     /// Our producer's transactional id, written on every history record (`rf-writer`).
     txn_id: String,
     /// Whether inventory admission uses the regional view (a home cluster is configured).
@@ -80,9 +89,25 @@ struct Engine {
 
 struct Ctx {
     engine: OnceLock<Arc<Mutex<Engine>>>,
+    /// Input partition ends (last stable offset) from librdkafka's statistics (every 5 s):
+    /// its own `consumer_lag` counts from the consumer's committed offset, which it does not
+    /// track for offsets committed through a transaction.
+    ends: Mutex<HashMap<i32, i64>>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut ends = self.ends.lock().expect("ends lock");
+        for t in statistics.topics.values() {
+            for p in t.partitions.values() {
+                let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                if p.partition >= 0 && end >= 0 {
+                    ends.insert(p.partition, end);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -113,6 +138,7 @@ impl ConsumerContext for Ctx {
                         .expect("view lock")
                         .forget_partition(el.partition());
                 }
+                eng.set_ready(false);
                 tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
                 let _ = c.unassign();
             }
@@ -125,7 +151,17 @@ impl ConsumerContext for Ctx {
 }
 
 impl Engine {
+    fn set_ready(&self, ready: bool) {
+        self.stats.ready.store(ready, Ordering::SeqCst);
+        self.stats
+            .metrics
+            .ready
+            .with_label_values(&[self.cfg.region.as_str()])
+            .set(ready as i64);
+    }
+
     fn on_assign(&mut self, c: &BaseConsumer<Ctx>, tpl: &mut TopicPartitionList) -> Result<()> {
+        self.set_ready(false);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         for &p in &partitions {
             let r = {
@@ -136,6 +172,11 @@ impl Engine {
             self.stats
                 .restored_records
                 .fetch_add(r.replayed, Ordering::Relaxed);
+            self.stats
+                .metrics
+                .restore_seconds
+                .with_label_values(&[self.cfg.region.as_str()])
+                .observe(r.elapsed.as_secs_f64());
             self.folds.insert(p, r.fold);
             self.last_write
                 .insert(p, Instant::now() - Duration::from_secs(3600));
@@ -162,6 +203,7 @@ impl Engine {
             tpl.set_partition_offset(&self.cfg.events_topic, p, offset)?;
         }
         tracing::info!(?partitions, "partitions assigned and restored");
+        self.set_ready(true);
         Ok(())
     }
 
@@ -221,6 +263,13 @@ impl Engine {
         self.offsets.insert(p, m.offset() + 1);
         match decision {
             Decision::Accept(ev) => {
+                if let (Some(client), Some(hlc)) = (ev.client_time_ms, ev.hlc) {
+                    self.stats
+                        .metrics
+                        .event_to_history_seconds
+                        .with_label_values(&[self.cfg.region.as_str()])
+                        .observe((hlc.physical_ms - client).max(0) as f64 / 1000.0);
+                }
                 if ev.refusal.is_some() {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 }
@@ -292,6 +341,20 @@ impl Engine {
     /// One record read back from `reconciled`: it updates the regional view (settling own
     /// pending events), and another region's HLC is observed by the partition's clock.
     fn on_reconciled(&mut self, r: &crate::follow::Remote) {
+        let rec = &r.record;
+        let data = serde_json::json!({
+            "id": format!("{}-{}", r.partition, r.offset),
+            "key": rec.event.key,
+            "event_id": rec.event.event_id,
+            "region": rec.event.region,
+            "hlc": rec.event.hlc.map(|h| serde_json::json!({"physical_ms": h.physical_ms, "logical": h.logical})),
+            "outcome": format!("{:?}", rec.outcome),
+            "reason": rec.reason,
+            "state": serde_json::from_str::<serde_json::Value>(&rec.state_json).unwrap_or(serde_json::Value::Null),
+        });
+        self.stats
+            .feed
+            .publish(r.partition, r.offset, &rec.event.key, data.to_string());
         let settled = self
             .stats
             .view
@@ -403,6 +466,7 @@ impl Engine {
         fail::fail_point!("rf::before_commit", |_| -> Result<()> {
             crash("rf::before_commit")
         });
+        let commit_started = Instant::now();
         if !self.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in &self.offsets {
@@ -415,6 +479,11 @@ impl Engine {
                 .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))?;
         }
         let delivered = commit_drained(&self.producer, Duration::from_secs(30))?;
+        self.stats
+            .metrics
+            .commit_seconds
+            .with_label_values(&[self.cfg.region.as_str()])
+            .observe(commit_started.elapsed().as_secs_f64());
         fail::fail_point!("rf::after_commit", |_| -> Result<()> {
             crash("rf::after_commit")
         });
@@ -432,10 +501,40 @@ impl Engine {
         batch.pending_put = std::mem::take(&mut self.pending_put);
         batch.pending_del = std::mem::take(&mut self.pending_del);
         self.store.write(batch)?;
+        self.update_gauges(c);
         fail::fail_point!("rf::after_store", |_| -> Result<()> {
             crash("rf::after_store")
         });
         Ok(())
+    }
+
+    /// Consumer lag, HLC drift and RocksDB sizes, at most once a second.
+    fn update_gauges(&mut self, c: &BaseConsumer<Ctx>) {
+        if self.gauges_at.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.gauges_at = Instant::now();
+        let m = &self.stats.metrics;
+        let region = self.cfg.region.as_str();
+        let ends = c.context().ends.lock().expect("ends lock").clone();
+        for (p, fold) in &self.folds {
+            if let (Some(end), true) = (ends.get(p), fold.meta.input_next >= 0) {
+                m.consumer_lag
+                    .with_label_values(&[region, &p.to_string()])
+                    .set((end - fold.meta.input_next).max(0));
+            }
+        }
+        let now = self.clock.now_ms();
+        if let Some(h) = self.folds.values().map(|f| f.last_hlc().physical_ms).max() {
+            m.hlc_drift_ms.with_label_values(&[region]).set(h - now);
+        }
+        let (live, pending) = self.store.sizes();
+        m.rocksdb_live_sst_bytes
+            .with_label_values(&[region])
+            .set(live as i64);
+        m.rocksdb_pending_compaction_bytes
+            .with_label_values(&[region])
+            .set(pending as i64);
     }
 
     /// After an abort: the log, as readers see it, is the truth. Restore every owned
@@ -457,6 +556,37 @@ impl Engine {
             )?;
         }
         Ok(())
+    }
+}
+
+/// What the processor serves over HTTP: its metrics, readiness, the regional view and
+/// reconciled state of a key, and the feed of reconciled changes.
+fn endpoints(cfg: &Config, stats: &SharedStats) -> crate::http::Endpoints {
+    let (s1, s2, s3) = (stats.clone(), stats.clone(), stats.clone());
+    let region = cfg.region.clone();
+    crate::http::Endpoints {
+        registry: stats.metrics.registry.clone(),
+        before_scrape: Arc::new(move || s1.metrics.sync(&region, &s1)),
+        ready: Arc::new(move || s2.ready.load(Ordering::SeqCst)),
+        state: Some(Arc::new(move |key: &str| {
+            let v = s3.view.lock().ok()?;
+            let view = v.view(key);
+            let rec = v.reconciled_state(key).cloned();
+            if view.is_none() && rec.is_none() {
+                return None;
+            }
+            let json = |s: Option<rf_core::AggState>| {
+                s.map(|s| {
+                    serde_json::from_str::<serde_json::Value>(&s.to_json()).unwrap_or_default()
+                })
+            };
+            Some(serde_json::json!({
+                "key": key,
+                "view": json(view),
+                "reconciled": json(rec),
+            }))
+        })),
+        feed: Some(stats.feed.clone()),
     }
 }
 
@@ -493,6 +623,10 @@ pub fn run_with(
 ) -> Result<()> {
     cfg.validate()?;
     *stats.view.lock().expect("view lock") = RegionalView::new(&cfg.region);
+    if !cfg.http_addr.is_empty() {
+        let addr = crate::http::spawn(&cfg.http_addr, endpoints(&cfg, &stats))?;
+        *stats.http_addr.lock().expect("addr lock") = Some(addr);
+    }
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::Store(e.to_string()))?;
     let store = RocksStore::open_with_retention(
         &cfg.state_dir,
@@ -512,8 +646,10 @@ pub fn run_with(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
         .set("partition.assignment.strategy", "range")
+        .set("statistics.interval.ms", "5000")
         .create_with_context(Ctx {
             engine: OnceLock::new(),
+            ends: Mutex::new(HashMap::new()),
         })?;
     let engine = Arc::new(Mutex::new(Engine {
         cfg: cfg.clone(),
@@ -529,6 +665,7 @@ pub fn run_with(
         failed_in_a_row: 0,
         stats,
         use_view: !cfg.home_bootstrap_servers.is_empty(),
+        gauges_at: Instant::now(),
         txn_id: transactional_id(&cfg, &store_instance_id),
         pending_put: Vec::new(),
         pending_del: Vec::new(),

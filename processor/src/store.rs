@@ -147,6 +147,28 @@ impl RocksStore {
         Ok(out)
     }
 
+    /// (live SST bytes, estimated pending compaction bytes) over all column families.
+    pub fn sizes(&self) -> (u64, u64) {
+        let mut live = 0;
+        let mut pending = 0;
+        for name in [CF_STATE, CF_DEDUP, CF_META, CF_PENDING] {
+            let cf = self.cf(name);
+            live += self
+                .db
+                .property_int_value_cf(cf, "rocksdb.live-sst-files-size")
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            pending += self
+                .db
+                .property_int_value_cf(cf, "rocksdb.estimate-pending-compaction-bytes")
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+        }
+        (live, pending)
+    }
+
     /// Compact the dedup ids now (tests; RocksDB compacts on its own in production).
     pub fn compact_dedup(&self) {
         self.db

@@ -25,6 +25,8 @@ pub struct Config {
     pub register_concurrency_window_ms: i64,
     /// HLCs more than this far ahead of the reconciler's clock are reported as skew.
     pub max_clock_offset_ms: i64,
+    /// HTTP address for /health, /ready and /metrics (empty: none).
+    pub http_addr: String,
     pub kafka: BTreeMap<String, String>,
 }
 
@@ -42,6 +44,7 @@ impl Default for Config {
             restore_timeout_secs: 60,
             register_concurrency_window_ms: 2000,
             max_clock_offset_ms: 500,
+            http_addr: "0.0.0.0:8081".into(),
             kafka: BTreeMap::new(),
         }
     }

@@ -17,6 +17,9 @@ struct Args {
     regions: Vec<RegionSource>,
     #[arg(long, env = "RF_INSTANCE")]
     instance: Option<String>,
+    /// HTTP address (/health /ready /metrics); empty disables it.
+    #[arg(long, env = "RF_HTTP_ADDR")]
+    http_addr: Option<String>,
     /// librdkafka setting passed through, `-X key=value` (repeatable).
     #[arg(short = 'X', value_parser = parse_kv)]
     kafka: Vec<(String, String)>,
@@ -65,6 +68,9 @@ fn main() -> std::process::ExitCode {
     }
     if !args.regions.is_empty() {
         cfg.regions = args.regions;
+    }
+    if let Some(v) = args.http_addr {
+        cfg.http_addr = v;
     }
     cfg.kafka.extend(args.kafka);
     if let Err(e) = cfg.validate() {

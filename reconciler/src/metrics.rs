@@ -13,6 +13,8 @@ pub struct Metrics {
     pub watermark_lag_ms: IntGaugeVec,
     /// Conflicts written, by kind.
     pub conflicts: IntCounterVec,
+    pub reconciled: prometheus::IntCounter,
+    pub buffered: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -30,7 +32,7 @@ impl Default for Metrics {
         .expect("valid histogram");
         let watermark_lag_ms = IntGaugeVec::new(
             Opts::new(
-                "rf_reconciler_watermark_lag_ms",
+                "rf_watermark_lag_ms",
                 "How far a region's watermark is behind the wall clock (worst partition)",
             ),
             &["region"],
@@ -44,10 +46,22 @@ impl Default for Metrics {
             &["kind"],
         )
         .expect("valid counter");
+        let reconciled = prometheus::IntCounter::new(
+            "rf_reconciled_events_total",
+            "Events written to reconciled",
+        )
+        .expect("valid counter");
+        let buffered = prometheus::IntGauge::new(
+            "rf_reconciler_buffered_events",
+            "Events read but held back until every region's watermark passes them",
+        )
+        .expect("valid gauge");
         for c in [
             Box::new(reconcile_latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(watermark_lag_ms.clone()),
             Box::new(conflicts.clone()),
+            Box::new(reconciled.clone()),
+            Box::new(buffered.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -56,6 +70,8 @@ impl Default for Metrics {
             reconcile_latency,
             watermark_lag_ms,
             conflicts,
+            reconciled,
+            buffered,
         }
     }
 }

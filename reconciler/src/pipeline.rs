@@ -33,6 +33,8 @@ pub struct Stats {
     pub restored_records: AtomicU64,
     pub ready: AtomicI64,
     pub metrics: crate::metrics::Metrics,
+    /// Where the HTTP endpoints listen, once started.
+    pub http_addr: Mutex<Option<std::net::SocketAddr>>,
 }
 
 fn partition_count(bootstrap: &str, cfg: &Config, topic: &str) -> Result<i32, Error> {
@@ -68,6 +70,27 @@ pub fn run_with(
     stats: Arc<Stats>,
 ) -> Result<(), Error> {
     cfg.validate()?;
+    if !cfg.http_addr.is_empty() {
+        let (s1, s2) = (stats.clone(), stats.clone());
+        let addr = rf_processor::http::spawn(
+            &cfg.http_addr,
+            rf_processor::http::Endpoints {
+                registry: stats.metrics.registry.clone(),
+                before_scrape: Arc::new(move || {
+                    let m = &s1.metrics;
+                    let n = s1.reconciled.load(Ordering::Relaxed);
+                    if n > m.reconciled.get() {
+                        m.reconciled.inc_by(n - m.reconciled.get());
+                    }
+                    m.buffered.set(s1.buffered.load(Ordering::Relaxed) as i64);
+                }),
+                ready: Arc::new(move || s2.ready.load(Ordering::SeqCst) == 1),
+                state: None,
+                feed: None,
+            },
+        )?;
+        *stats.http_addr.lock().expect("addr lock") = Some(addr);
+    }
     let n = partition_count(&cfg.home_bootstrap_servers, &cfg, &cfg.reconciled_topic)?;
     let owned: Vec<i32> = if cfg.partitions.is_empty() {
         (0..n).collect()
