@@ -5,7 +5,7 @@
 set -euo pipefail
 CACHE="${RF_CACHE:-$HOME/.cache/regionflow}"
 mkdir -p "$CACHE"
-PKGS="cmake clang libclang-dev libcurl4-openssl-dev libssl-dev libzstd-dev liblz4-dev zlib1g-dev libsasl2-dev pkg-config python3-venv nftables iproute2"
+PKGS="cmake clang libclang-dev libcurl4-openssl-dev libssl-dev libzstd-dev liblz4-dev zlib1g-dev libsasl2-dev pkg-config python3-venv nftables iproute2 docker-compose"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

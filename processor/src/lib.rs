@@ -14,6 +14,7 @@ pub mod fold;
 pub mod follow;
 pub mod http;
 pub mod kafka;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod restore;

@@ -36,11 +36,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    rf_processor::logging::init("info");
     let args = Args::parse();
     if let Err(e) = rf_processor::failpoints::install_from_env() {
         eprintln!("{e}");

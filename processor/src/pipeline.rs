@@ -100,7 +100,11 @@ impl ClientContext for Ctx {
         let mut ends = self.ends.lock().expect("ends lock");
         for t in statistics.topics.values() {
             for p in t.partitions.values() {
-                let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
                 if p.partition >= 0 && end >= 0 {
                     ends.insert(p.partition, end);
                 }
@@ -467,6 +471,14 @@ impl Engine {
             crash("rf::before_commit")
         });
         let commit_started = Instant::now();
+        // One span per transaction: its input offsets and, once delivered, the history
+        // offsets it wrote (JSON logs carry them on every line inside).
+        let span = tracing::info_span!(
+            "txn",
+            input = ?self.offsets,
+            history = tracing::field::Empty
+        );
+        let _entered = span.enter();
         if !self.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in &self.offsets {
@@ -479,6 +491,7 @@ impl Engine {
                 .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))?;
         }
         let delivered = commit_drained(&self.producer, Duration::from_secs(30))?;
+        span.record("history", tracing::field::debug(&delivered.max_offset));
         self.stats
             .metrics
             .commit_seconds

@@ -32,6 +32,7 @@ pub fn restore_partition(
         input_next: -1,
         ..PartitionMeta::default()
     });
+    let _span = tracing::info_span!("restore", partition, from = meta.history_next).entered();
     let mut fold = PartitionFold::new(partition, &cfg.region, cfg.max_clock_offset_ms, meta);
     let mut replayed = 0u64;
     let mut batch = StoreBatch::default();

@@ -41,11 +41,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    rf_processor::logging::init("info");
     let args = Args::parse();
     let mut cfg = match &args.config {
         Some(p) => match std::fs::read_to_string(p)

@@ -56,6 +56,10 @@ impl Default for Metrics {
             "Events read but held back until every region's watermark passes them",
         )
         .expect("valid gauge");
+        // Every kind exists from the start (at 0), so dashboards and alerts find the series.
+        for kind in rf_schemas::ConflictKind::SYMBOLS {
+            conflicts.with_label_values(&[kind]);
+        }
         for c in [
             Box::new(reconcile_latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(watermark_lag_ms.clone()),

@@ -291,6 +291,12 @@ fn release(
     if outputs.is_empty() && early.is_empty() {
         return Ok(());
     }
+    let _span = tracing::info_span!(
+        "release",
+        partitions = ?outputs.iter().map(|(p, r, _)| (*p, r.reconciled.len())).collect::<Vec<_>>(),
+        early_conflicts = early.len()
+    )
+    .entered();
     producer.begin_transaction()?;
     let mut n_rec = 0;
     let mut n_con = 0;

@@ -236,6 +236,50 @@ fn ready_metrics_state_and_a_resumable_feed() {
         "{rm}"
     );
     assert_eq!(get(r, "/ready").0, 200);
+    // Every series the compose dashboard and alert rules query is exported by a binary.
+    let exported = |name: &str| {
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        [&m, &rm]
+            .iter()
+            .any(|t| t.contains(&format!("# TYPE {base} ")))
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut queried = std::collections::BTreeSet::new();
+    for f in [
+        "compose/prometheus/alerts.yml",
+        "compose/grafana/dashboards/regionflow.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("rf_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                .unwrap_or(tail.len());
+            // Only metric names: not preceded by an identifier character.
+            let before = rest[..i].chars().last();
+            if !before.is_some_and(|b| b.is_ascii_alphanumeric() || b == '_') {
+                queried.insert(tail[..end].to_owned());
+            }
+            rest = &tail[end..];
+        }
+    }
+    let missing: Vec<_> = queried.iter().filter(|n| !exported(n)).collect();
+    assert!(
+        queried.len() >= 10,
+        "few series found in the compose files: {queried:?}"
+    );
+    assert!(missing.is_empty(), "queried but not exported: {missing:?}");
+    eprintln!(
+        "{} series queried by the dashboard and alerts, all exported",
+        queried.len()
+    );
 
     // /state/{key}: the view and the reconciled state agree once all is reconciled.
     let (st, body) = get(a, "/state/likes:1");

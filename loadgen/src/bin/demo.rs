@@ -69,6 +69,45 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Where each component's HTTP endpoints listen (they live while the demo runs).
+fn print_endpoints(cluster: &Cluster) {
+    let wait = |addr: &std::sync::Mutex<Option<std::net::SocketAddr>>| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(a) = *addr.lock().expect("addr") {
+                return Some(a);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    println!("== where to look while it runs (docs/metrics.md names every series)");
+    let mut first = None;
+    for p in &cluster.processors {
+        if let Some(a) = wait(&p.stats.http_addr) {
+            println!(
+                "   {:<22} http://{a}/metrics  http://{a}/ready  http://{a}/state/likes:1",
+                p.name
+            );
+            first.get_or_insert(a);
+        }
+    }
+    if let Some(r) = &cluster.reconciler {
+        if let Some(a) = wait(&r.stats.http_addr) {
+            println!(
+                "   {:<22} http://{a}/metrics  http://{a}/ready",
+                "reconciler"
+            );
+        }
+    }
+    if let Some(a) = first {
+        println!("   live feed (SSE):       curl -N 'http://{a}/feed?prefix=likes:'");
+        println!("   a key's view:          curl -s http://{a}/state/likes:1");
+    }
+}
+
 fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
     let names: Vec<&str> = ["us-east", "eu-west", "ap-south"]
         .into_iter()
@@ -99,6 +138,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         cluster.start_processor(n, 0);
     }
     cluster.start_reconciler();
+    print_endpoints(&cluster);
     let w = Workload {
         events: args.events,
         seed: args.seed,
