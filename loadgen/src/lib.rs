@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod check;
 pub mod cluster;
+pub mod http_client;
 pub mod netns;
 pub mod process;
 pub mod workload;

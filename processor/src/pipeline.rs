@@ -136,6 +136,11 @@ impl ConsumerContext for Ctx {
                 for el in tpl.elements() {
                     eng.folds.remove(&el.partition());
                     eng.offsets.remove(&el.partition());
+                    // No stale lag for a partition we no longer own.
+                    let _ = eng.stats.metrics.consumer_lag.remove_label_values(&[
+                        eng.cfg.region.as_str(),
+                        &el.partition().to_string(),
+                    ]);
                     eng.stats
                         .view
                         .lock()
@@ -310,6 +315,19 @@ impl Engine {
                         value: Some(&m.offset().to_string()),
                     });
                 let dlq = self.cfg.dlq_topic.clone();
+                // An oversized record may not fit a Kafka message at all: dead-letter its
+                // first max_record_bytes, with its full size in a header.
+                let (payload, headers) = if class == "oversized" {
+                    (
+                        &payload[..payload.len().min(self.cfg.max_record_bytes)],
+                        headers.insert(Header {
+                            key: "rf-original-bytes",
+                            value: Some(&payload.len().to_string()),
+                        }),
+                    )
+                } else {
+                    (payload, headers)
+                };
                 self.produce(&dlq, None, m.key().unwrap_or(&[]), payload, headers)?;
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
@@ -352,7 +370,7 @@ impl Engine {
             "event_id": rec.event.event_id,
             "region": rec.event.region,
             "hlc": rec.event.hlc.map(|h| serde_json::json!({"physical_ms": h.physical_ms, "logical": h.logical})),
-            "outcome": format!("{:?}", rec.outcome),
+            "outcome": rf_schemas::Outcome::SYMBOLS[rec.outcome.index() as usize],
             "reason": rec.reason,
             "state": serde_json::from_str::<serde_json::Value>(&rec.state_json).unwrap_or(serde_json::Value::Null),
         });

@@ -7,6 +7,7 @@
 //! the region's view and the reconciled state.
 use rf_loadgen::check::read_reconciled;
 use rf_loadgen::cluster::Cluster;
+use rf_loadgen::http_client::sample;
 use rf_loadgen::workload::{generate, publish, Workload};
 use rf_schemas::Codec;
 use std::collections::{BTreeMap, HashSet};
@@ -17,29 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    let status = body
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = body
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of one sample in Prometheus text, e.g. `rf_events_accepted_total{region="a"}`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    rf_loadgen::http_client::get(addr, path).unwrap()
 }
 
 /// A minimal SSE client: sends (id, data) of each `change` event until `stop` many arrived
