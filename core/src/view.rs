@@ -5,20 +5,33 @@
 //! own at once. I/O-free: the processor feeds it and persists the pending events.
 //!
 //! An own event stops being pending when `reconciled` shows it (by event id, whichever
-//! region's copy was kept) or shows a later own event of the same key: the reconciler
-//! releases each key's events in (hlc, region, event_id) order and a region's HLCs only
-//! grow, so nothing of ours below that point can still be missing.
+//! region's copy was kept) or shows any record of the same key later in the reconciled
+//! order (hlc, region, event_id): the reconciler releases in that order, and only once our
+//! watermark has passed, so by then our event was released or dropped as a cross-region
+//! duplicate; nothing of ours below that point can still be missing.
 
 use crate::aggregate::apply_admitted;
-use crate::AggState;
+use crate::{AggState, OrderKey};
 use rf_schemas::{Event, Hlc, ReconciledEvent};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Default)]
 struct Replica {
     state: Option<AggState>,
-    /// Highest HLC of an own event of this key seen on `reconciled`.
-    own_frontier: Hlc,
+    /// The last reconciled record of this key, in the reconciled order.
+    frontier: Option<OrderKey>,
+    /// Ids of this key seen on `reconciled`: our copy of an event another region's copy
+    /// settled can carry a later HLC than the frontier. (Grows with the key's ids, as the
+    /// reconciler's own id set does; see ARCHITECTURE.md, known gaps.)
+    seen_ids: std::collections::HashSet<String>,
+}
+
+impl Replica {
+    /// Whether an own event is settled: reconciled under its id (any region's copy), or at
+    /// or below the reconciled frontier of its key.
+    fn settles(&self, own: &OrderKey) -> bool {
+        self.seen_ids.contains(&own.event_id) || self.frontier.as_ref().is_some_and(|f| own <= f)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -45,11 +58,8 @@ impl RegionalView {
     /// false when `reconciled` already holds it (nothing to keep pending).
     pub fn accepted(&mut self, partition: i32, ev: &Event) -> bool {
         let Some(hlc) = ev.hlc else { return false };
-        if self
-            .replica
-            .get(&ev.key)
-            .is_some_and(|r| hlc <= r.own_frontier)
-        {
+        let own = OrderKey::new(hlc, self.region.clone(), ev.event_id.clone());
+        if self.replica.get(&ev.key).is_some_and(|r| r.settles(&own)) {
             return false;
         }
         self.pending
@@ -71,15 +81,21 @@ impl RegionalView {
                 r.state = Some(s);
             }
         }
-        let own = ev.region.as_deref() == Some(self.region.as_str());
-        if let (true, Some(h)) = (own, ev.hlc) {
-            r.own_frontier = r.own_frontier.max(h);
+        let order = OrderKey::new(
+            ev.hlc.unwrap_or_default(),
+            ev.region.clone().unwrap_or_default(),
+            ev.event_id.clone(),
+        );
+        if r.frontier.as_ref().is_none_or(|f| order > *f) {
+            r.frontier = Some(order);
         }
-        let frontier = r.own_frontier;
+        r.seen_ids.insert(ev.event_id.clone());
+        let region = self.region.clone();
+        let r = &*r;
         let mut settled = Vec::new();
         if let Some(p) = self.pending.get_mut(&ev.key) {
             p.retain(|h, e| {
-                let done = *h <= frontier || e.event_id == ev.event_id;
+                let done = r.settles(&OrderKey::new(*h, region.clone(), e.event_id.clone()));
                 if done {
                     settled.push((ev.key.clone(), *h));
                 }
@@ -206,6 +222,24 @@ mod tests {
         v.reconciled(&rec(theirs, st.as_ref().unwrap()));
         assert_eq!(v.pending_count(), 0);
         assert_eq!(available(v.view("item")), 5);
+    }
+
+    #[test]
+    fn our_copy_loaded_after_another_regions_copy_was_reconciled_is_not_pending() {
+        let mut v = RegionalView::new("a");
+        let theirs = ev("b", "x", 40, Op::StockAdd { qty: 5 });
+        let mut st = None;
+        apply_admitted(&mut st, &theirs).unwrap();
+        v.reconciled(&rec(theirs, st.as_ref().unwrap()));
+        // Our later copy of the same event (a failover retry), reloaded on restore.
+        assert!(!v.accepted(0, &ev("a", "x", 50, Op::StockAdd { qty: 5 })));
+        assert_eq!(available(v.view("item")), 5);
+        // Any own event ordered before a reconciled record of the key is settled too.
+        let later = ev("b", "y", 60, Op::StockAdd { qty: 1 });
+        apply_admitted(&mut st, &later).unwrap();
+        v.reconciled(&rec(later, st.as_ref().unwrap()));
+        assert!(!v.accepted(0, &ev("a", "z", 55, Op::StockAdd { qty: 1 })));
+        assert!(v.accepted(0, &ev("a", "w", 65, Op::StockAdd { qty: 1 })));
     }
 
     #[test]

@@ -77,6 +77,8 @@ struct Engine {
     stats: Arc<Stats>,
     /// When the gauges were last updated.
     gauges_at: Instant,
+    /// Highest `reconciled` offset applied per partition.
+    follow_seen: HashMap<i32, i64>,
     /// Our producer's transactional id, written on every history record (`rf-writer`).
     txn_id: String,
     /// Whether inventory admission uses the regional view (a home cluster is configured).
@@ -173,11 +175,25 @@ impl Engine {
         self.set_ready(false);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         for &p in &partitions {
-            let r = {
+            let r = restore_partition(&self.cfg, &self.store, p, &self.txn_id, self.use_view)?;
+            if self.use_view {
+                // Reload the partition's pending own events under a short lock: stored
+                // ones the view already settled are deleted, adopted ones it has not are
+                // persisted with the next commit.
                 let mut view = self.stats.view.lock().expect("view lock");
-                let view = self.use_view.then_some(&mut *view);
-                restore_partition(&self.cfg, &self.store, p, &self.txn_id, view)?
-            };
+                view.forget_partition(p);
+                for ev in &r.stored_pending {
+                    if !view.accepted(p, ev) {
+                        self.pending_del
+                            .push((p, ev.key.clone(), ev.hlc.unwrap_or_default()));
+                    }
+                }
+                for ev in r.adopted_own {
+                    if view.accepted(p, &ev) {
+                        self.pending_put.push((p, ev));
+                    }
+                }
+            }
             self.stats
                 .restored_records
                 .fetch_add(r.replayed, Ordering::Relaxed);
@@ -363,6 +379,13 @@ impl Engine {
     /// One record read back from `reconciled`: it updates the regional view (settling own
     /// pending events), and another region's HLC is observed by the partition's clock.
     fn on_reconciled(&mut self, r: &crate::follow::Remote) {
+        // The follower's group may rebalance and deliver a partition again from the start:
+        // each record counts once.
+        let seen = self.follow_seen.entry(r.partition).or_insert(-1);
+        if r.offset <= *seen {
+            return;
+        }
+        *seen = r.offset;
         let rec = &r.record;
         let data = serde_json::json!({
             "id": format!("{}-{}", r.partition, r.offset),
@@ -697,6 +720,7 @@ pub fn run_with(
         stats,
         use_view: !cfg.home_bootstrap_servers.is_empty(),
         gauges_at: Instant::now(),
+        follow_seen: HashMap::new(),
         txn_id: transactional_id(&cfg, &store_instance_id),
         pending_put: Vec::new(),
         pending_del: Vec::new(),

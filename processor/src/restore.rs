@@ -8,24 +8,30 @@ use crate::fold::PartitionFold;
 use crate::kafka::{abort_orphaned, header_i64, read_to_end, H_SRC_OFFSET};
 use crate::store::{PartitionMeta, StateStore, StoreBatch};
 use rdkafka::message::Message;
-use rf_core::{Clock, RegionalView, SystemClock};
+use rf_core::{Clock, SystemClock};
 use rf_schemas::Codec;
 use std::time::{Duration, Instant};
 
 pub struct Restored {
     pub fold: PartitionFold,
+    /// The regional view's pending own events of this partition as stored, and the own
+    /// events adopted from the history tail (for the caller to reconcile with the view;
+    /// empty unless asked for).
+    pub stored_pending: Vec<rf_schemas::Event>,
+    pub adopted_own: Vec<rf_schemas::Event>,
     pub replayed: u64,
     pub elapsed: Duration,
 }
 
-/// Restore `partition`; when `view` is given, also reload the regional view's pending own
-/// events of this partition (the stored ones, plus those adopted from the history tail).
+/// Restore `partition`; with `with_pending`, also return the regional view's pending own
+/// events of this partition (the stored ones, and those adopted from the history tail).
+/// The view itself is not touched here: its lock is never held across Kafka I/O.
 pub fn restore_partition(
     cfg: &Config,
     store: &dyn StateStore,
     partition: i32,
     own_writer: &str,
-    mut view: Option<&mut RegionalView>,
+    with_pending: bool,
 ) -> Result<Restored> {
     let started = Instant::now();
     let meta = store.meta(partition)?.unwrap_or(PartitionMeta {
@@ -36,16 +42,12 @@ pub fn restore_partition(
     let mut fold = PartitionFold::new(partition, &cfg.region, cfg.max_clock_offset_ms, meta);
     let mut replayed = 0u64;
     let mut batch = StoreBatch::default();
-    if let Some(v) = view.as_deref_mut() {
-        v.forget_partition(partition);
-        for ev in store.pending(partition)? {
-            if !v.accepted(partition, &ev) {
-                batch
-                    .pending_del
-                    .push((partition, ev.key.clone(), ev.hlc.unwrap_or_default()));
-            }
-        }
-    }
+    let stored_pending = if with_pending {
+        store.pending(partition)?
+    } else {
+        Vec::new()
+    };
+    let mut adopted_own = Vec::new();
     let mut from = meta.history_next;
     let mut adopt = |m: &rdkafka::message::BorrowedMessage<'_>| -> Result<()> {
         let Some(payload) = m.payload() else {
@@ -55,10 +57,9 @@ pub fn restore_partition(
             Ok(ev) => {
                 replayed += 1;
                 let new = fold.adopt(store, &ev, header_i64(m, H_SRC_OFFSET))?;
-                if let (true, None, Some(v)) = (new, &ev.refusal, view.as_deref_mut()) {
-                    if v.accepted(partition, &ev) {
-                        batch.pending_put.push((partition, ev));
-                    }
+                let own = ev.region.as_deref() == Some(cfg.region.as_str());
+                if new && with_pending && own && ev.refusal.is_none() {
+                    adopted_own.push(ev);
                 }
                 Ok(())
             }
@@ -96,6 +97,8 @@ pub fn restore_partition(
     );
     Ok(Restored {
         fold,
+        stored_pending,
+        adopted_own,
         replayed,
         elapsed,
     })
