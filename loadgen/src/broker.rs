@@ -98,6 +98,16 @@ impl Broker {
     }
 
     pub fn create_topics(&self, topics: &[&str], partitions: i32) -> Result<(), String> {
+        self.create_topics_with(topics, partitions, &[])
+    }
+
+    /// Create topics with topic-level `config` entries.
+    pub fn create_topics_with(
+        &self,
+        topics: &[&str],
+        partitions: i32,
+        config: &[(&str, &str)],
+    ) -> Result<(), String> {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()
@@ -108,7 +118,12 @@ impl Broker {
             .map_err(|e| e.to_string())?;
         let new: Vec<NewTopic> = topics
             .iter()
-            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .map(|t| {
+                config.iter().fold(
+                    NewTopic::new(t, partitions, TopicReplication::Fixed(1)),
+                    |n, (k, v)| n.set(k, v),
+                )
+            })
             .collect();
         let res = rt
             .block_on(admin.create_topics(&new, &AdminOptions::new()))

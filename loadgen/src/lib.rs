@@ -1,5 +1,6 @@
 //! Load generator, checker, embedded-broker launcher and the multi-region demo harness.
 
+pub mod bench;
 pub mod broker;
 pub mod check;
 pub mod cluster;

@@ -108,13 +108,6 @@ impl ChildProcess {
         log: &Path,
         netns: Option<&str>,
     ) -> Result<Self, String> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| format!("{}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let log_start = out.metadata().map(|m| m.len() as usize).unwrap_or(0);
         let bin = bin_path(name)?;
         let mut cmd = match netns {
             Some(ns) => {
@@ -124,18 +117,28 @@ impl ChildProcess {
             }
             None => Command::new(&bin),
         };
+        cmd.args(args).envs(env.iter().copied()).env(
+            "RUST_LOG",
+            std::env::var("RF_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        Self::spawn_command(cmd, log)
+    }
+
+    /// Start any command, output appended to `log`.
+    pub fn spawn_command(mut cmd: Command, log: &Path) -> Result<Self, String> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let log_start = out.metadata().map(|m| m.len() as usize).unwrap_or(0);
         let child = cmd
-            .args(args)
-            .envs(env.iter().copied())
-            .env(
-                "RUST_LOG",
-                std::env::var("RF_CHILD_LOG").unwrap_or_else(|_| "info".into()),
-            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("spawn {name}: {e}"))?;
+            .map_err(|e| format!("spawn {:?}: {e}", cmd.get_program()))?;
         Ok(ChildProcess {
             child,
             log: log.to_path_buf(),

@@ -20,6 +20,10 @@ pub struct Config {
     pub max_clock_offset_ms: i64,
     pub dedup_retention_secs: u64,
     pub session_timeout_ms: u64,
+    /// Join the group as a static member (`group.instance.id` = region + the state
+    /// store's instance id): a restart on the same store takes its partitions back at once
+    /// instead of waiting out the dead member's session.
+    pub static_membership: bool,
     pub restore_timeout_secs: u64,
     /// The home cluster, to read `reconciled` back (empty: do not follow it).
     pub home_bootstrap_servers: String,
@@ -46,6 +50,7 @@ impl Default for Config {
             max_clock_offset_ms: 500,
             dedup_retention_secs: 7 * 24 * 3600,
             session_timeout_ms: 6000,
+            static_membership: true,
             restore_timeout_secs: 60,
             home_bootstrap_servers: String::new(),
             reconciled_topic: "reconciled".into(),

@@ -156,6 +156,8 @@ pub fn read_to_end(
         .set("group.id", "rf-restore")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // An empty fetch at the end comes back after this, not after the default 500 ms.
+        .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .create_with_context(EofCtx::default())?;
@@ -295,6 +297,10 @@ pub fn abort_orphaned(
     if from >= end {
         return Ok(Vec::new());
     }
+    // Partitions restore in parallel; two fencing the same dead writer at once would fence
+    // each other. One fencing at a time.
+    static FENCING: Mutex<()> = Mutex::new(());
+    let _one = FENCING.lock().unwrap_or_else(|e| e.into_inner());
     let c: BaseConsumer = client_config(bootstrap, extra)
         .set("group.id", "rf-restore")
         .set("enable.auto.commit", "false")

@@ -174,8 +174,23 @@ impl Engine {
     fn on_assign(&mut self, c: &BaseConsumer<Ctx>, tpl: &mut TopicPartitionList) -> Result<()> {
         self.set_ready(false);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        for &p in &partitions {
-            let r = restore_partition(&self.cfg, &self.store, p, &self.txn_id, self.use_view)?;
+        // Partitions restore in parallel: most of a restore is waiting on the broker.
+        let (cfg, store, txn_id, use_view) = (&self.cfg, &self.store, &self.txn_id, self.use_view);
+        let restored: Vec<Result<crate::restore::Restored>> = std::thread::scope(|s| {
+            let handles: Vec<_> = partitions
+                .iter()
+                .map(|&p| s.spawn(move || restore_partition(cfg, store, p, txn_id, use_view)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Store("restore thread panicked".into())))
+                })
+                .collect()
+        });
+        for (&p, r) in partitions.iter().zip(restored) {
+            let r = r?;
             if self.use_view {
                 // Reload the partition's pending own events under a short lock: stored
                 // ones the view already settled are deleted, adopted ones it has not are
@@ -692,7 +707,15 @@ pub fn run_with(
         &cfg.kafka,
         &transactional_id(&cfg, &store_instance_id),
     )?;
-    let consumer: BaseConsumer<Ctx> = client_config(&cfg.bootstrap_servers, &cfg.kafka)
+    let mut consumer_cfg = client_config(&cfg.bootstrap_servers, &cfg.kafka);
+    if cfg.static_membership {
+        // Static membership (KIP-345): the id lives with the state, like the producer's.
+        consumer_cfg.set(
+            "group.instance.id",
+            format!("rf-{}-{store_instance_id}", cfg.region),
+        );
+    }
+    let consumer: BaseConsumer<Ctx> = consumer_cfg
         .set("group.id", cfg.group_id())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

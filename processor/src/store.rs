@@ -32,7 +32,7 @@ pub struct StoreBatch {
     pub pending_del: Vec<(i32, String, Hlc)>,
 }
 
-pub trait StateStore: Send {
+pub trait StateStore: Send + Sync {
     fn meta(&self, partition: i32) -> Result<Option<PartitionMeta>>;
     fn state(&self, partition: i32, key: &str) -> Result<Option<AggState>>;
     fn seen(&self, partition: i32, key: &str, event_id: &str) -> Result<bool>;

@@ -52,6 +52,9 @@ pub struct Codec<T> {
     reader: Schema,
     /// Known writer schemas by fingerprint (the current one first).
     writers: Vec<(u64, Schema)>,
+    /// Encode and decode the current schema with the direct binary code (`binary`); only
+    /// the process-wide codecs, whose schema that code implements, set it.
+    direct: bool,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -72,8 +75,21 @@ impl<T: AvroRecord> Codec<T> {
             writers: vec![(u64::from_le_bytes(fp), writer.clone())],
             fingerprint: fp,
             writer,
+            direct: false,
             _t: PhantomData,
         })
+    }
+
+    /// Use the direct binary code for the current schema (only for the contract's own
+    /// schemas, which that code implements).
+    fn direct(mut self) -> Self {
+        self.direct = true;
+        self
+    }
+
+    /// Decode through apache-avro only (the reference the direct code is tested against).
+    pub fn decode_generic(&self, bytes: &[u8]) -> Result<T, DecodeError> {
+        self.decode_with(bytes, false)
     }
 
     /// A codec that reads with `reader_text`, resolving data written with any of `writer_texts`.
@@ -91,6 +107,19 @@ impl<T: AvroRecord> Codec<T> {
     }
 
     pub fn encode(&self, value: &T) -> Result<Vec<u8>, EncodeError> {
+        if self.direct {
+            let mut out = Vec::with_capacity(96);
+            out.extend_from_slice(&MAGIC);
+            out.extend_from_slice(&self.fingerprint);
+            if value.write_binary(&mut out) {
+                return Ok(out);
+            }
+        }
+        self.encode_generic(value)
+    }
+
+    /// Encode through apache-avro's `Value` (the reference the direct code is tested against).
+    pub fn encode_generic(&self, value: &T) -> Result<Vec<u8>, EncodeError> {
         let datum = to_avro_datum(&self.writer, value.to_value())
             .map_err(|e| EncodeError(e.to_string()))?;
         let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
@@ -101,6 +130,10 @@ impl<T: AvroRecord> Codec<T> {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<T, DecodeError> {
+        self.decode_with(bytes, self.direct)
+    }
+
+    fn decode_with(&self, bytes: &[u8], direct: bool) -> Result<T, DecodeError> {
         if bytes.len() < HEADER_LEN {
             return Err(DecodeError::TooShort(bytes.len()));
         }
@@ -117,6 +150,11 @@ impl<T: AvroRecord> Codec<T> {
             .map(|(_, s)| s)
             .ok_or(DecodeError::UnknownFingerprint(fp))?;
         let full = &bytes[HEADER_LEN..];
+        if direct && fp == self.writers[0].0 {
+            if let Some(v) = T::read_binary(full) {
+                return Ok(v);
+            }
+        }
         let mut datum = full;
         let value = from_avro_datum(writer, &mut datum, None)
             .map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -151,19 +189,27 @@ impl<T: AvroRecord> Codec<T> {
 impl Codec<Event> {
     pub fn event() -> &'static Codec<Event> {
         static C: OnceLock<Codec<Event>> = OnceLock::new();
-        C.get_or_init(|| Codec::new(avsc::EVENT).expect("event.avsc parses"))
+        C.get_or_init(|| Codec::new(avsc::EVENT).expect("event.avsc parses").direct())
     }
 }
 impl Codec<ReconciledEvent> {
     pub fn reconciled() -> &'static Codec<ReconciledEvent> {
         static C: OnceLock<Codec<ReconciledEvent>> = OnceLock::new();
-        C.get_or_init(|| Codec::new(avsc::RECONCILED_EVENT).expect("reconciled_event.avsc parses"))
+        C.get_or_init(|| {
+            Codec::new(avsc::RECONCILED_EVENT)
+                .expect("reconciled_event.avsc parses")
+                .direct()
+        })
     }
 }
 impl Codec<Conflict> {
     pub fn conflict() -> &'static Codec<Conflict> {
         static C: OnceLock<Codec<Conflict>> = OnceLock::new();
-        C.get_or_init(|| Codec::new(avsc::CONFLICT).expect("conflict.avsc parses"))
+        C.get_or_init(|| {
+            Codec::new(avsc::CONFLICT)
+                .expect("conflict.avsc parses")
+                .direct()
+        })
     }
 }
 

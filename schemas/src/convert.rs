@@ -7,6 +7,29 @@ use apache_avro::types::Value;
 pub trait AvroRecord: Sized {
     fn to_value(&self) -> Value;
     fn from_value(v: Value) -> Result<Self, String>;
+    /// Write the datum for the current schema directly (see `binary`); false if there is
+    /// no direct writer.
+    fn write_binary(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+    /// Read a complete, canonical datum of the current schema directly, or `None`.
+    fn read_binary(_datum: &[u8]) -> Option<Self> {
+        None
+    }
+}
+
+macro_rules! direct_binary {
+    ($t:ty, $write:path, $read:path) => {
+        fn write_binary(&self, out: &mut Vec<u8>) -> bool {
+            $write(out, self);
+            true
+        }
+        fn read_binary(datum: &[u8]) -> Option<Self> {
+            let mut r = crate::binary::Reader::new(datum);
+            let v = $read(&mut r)?;
+            r.is_empty().then_some(v)
+        }
+    };
 }
 
 fn s(v: &str) -> Value {
@@ -171,6 +194,7 @@ fn op_from(v: Value) -> Result<Op, String> {
 }
 
 impl AvroRecord for Event {
+    direct_binary!(Event, crate::binary::write_event, crate::binary::read_event);
     fn to_value(&self) -> Value {
         rec(vec![
             ("event_id", s(&self.event_id)),
@@ -214,6 +238,11 @@ impl AvroRecord for Event {
 }
 
 impl AvroRecord for ReconciledEvent {
+    direct_binary!(
+        ReconciledEvent,
+        crate::binary::write_reconciled,
+        crate::binary::read_reconciled
+    );
     fn to_value(&self) -> Value {
         rec(vec![
             ("event", self.event.to_value()),
@@ -246,6 +275,11 @@ impl AvroRecord for ReconciledEvent {
 }
 
 impl AvroRecord for Conflict {
+    direct_binary!(
+        Conflict,
+        crate::binary::write_conflict,
+        crate::binary::read_conflict
+    );
     fn to_value(&self) -> Value {
         rec(vec![
             ("conflict_id", s(&self.conflict_id)),

@@ -4,6 +4,7 @@
 //! Every schema is parsed once per process (see [`codec`]); values are converted to and
 //! from `apache_avro::types::Value` by hand so that unions map onto Rust enums exactly.
 
+mod binary;
 pub mod codec;
 mod convert;
 mod types;

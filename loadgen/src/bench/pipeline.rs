@@ -1,0 +1,529 @@
+//! The processor against the limit and a peer, on one embedded broker, one after another
+//! on the same input: (a) a raw rdkafka consume→produce passthrough with transactions,
+//! (b) the regional processor (its binary, as deployed), (c) a Quix Streams app doing
+//! dedup + count with RocksDB state and exactly-once. Each drains the same backlog
+//! (throughput), then gets a paced load (end-to-end latency: client send to readable by a
+//! read_committed consumer of its output). The processor is then killed with SIGKILL and
+//! restarted on its store (seconds until /ready), and its peak RSS is read.
+
+use super::mix;
+use super::report::{thousands, Report};
+use super::Sizes;
+use crate::broker::{free_port, Broker};
+use crate::process::ChildProcess;
+use crate::workload::{Outgoing, Publisher};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rf_processor::kafka::{commit_drained, send, transactional_producer};
+use rf_schemas::Codec;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECTION: &str = "Regional processor (exactly-once, 100 ms commit interval)";
+const RESTART: &str = "Restart and memory at 1M keys";
+const PARTITIONS: i32 = 4;
+const COMMIT_MS: u64 = 100;
+const INPUT: &str = "events";
+
+/// What one system did.
+struct Measured {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    latency_n: usize,
+}
+
+/// A group's committed offsets, summed over the input partitions.
+struct GroupWatch {
+    consumer: BaseConsumer,
+}
+
+impl GroupWatch {
+    fn new(bootstrap: &str, group: &str) -> Result<Self, String> {
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| e.to_string())?;
+        Ok(GroupWatch { consumer })
+    }
+
+    fn committed(&self) -> Result<i64, String> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(INPUT, p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum())
+    }
+}
+
+/// Records in the input: the end offsets the publisher's deliveries reached.
+fn input_end(ends: &crate::workload::EndOffsets) -> i64 {
+    ends.values().sum()
+}
+
+/// Drain rate of the backlog: from the first committed offset to the last, so group
+/// joining and start-up are not counted (they are, for the processor, in the restart row).
+fn drain_rate(
+    watch: &GroupWatch,
+    total: i64,
+    what: &str,
+    alive: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<f64, String> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let mut first: Option<(Instant, i64)> = None;
+    let mut shown = Instant::now();
+    loop {
+        let done = watch.committed()?;
+        let now = Instant::now();
+        if first.is_none() && done > 0 {
+            first = Some((now, done));
+        }
+        if done >= total {
+            let (t0, c0) = first.expect("first commit seen");
+            let secs = now.duration_since(t0).as_secs_f64().max(0.001);
+            return Ok((total - c0) as f64 / secs);
+        }
+        if shown.elapsed() >= Duration::from_secs(5) {
+            println!(
+                "   {what}: {}/{} committed",
+                thousands(done as f64),
+                thousands(total as f64)
+            );
+            shown = Instant::now();
+        }
+        alive()?;
+        if now > deadline {
+            return Err(format!("{what} did not drain the input within an hour"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Paced load: `rate` new events a second for `secs`, each stamped with its send time;
+/// a read_committed consumer of `output` (from its current end) times each one's arrival.
+fn latency(
+    bootstrap: &str,
+    output: &str,
+    s: &Sizes,
+    seed: u64,
+) -> Result<(f64, f64, usize, crate::workload::EndOffsets), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-latency-{seed}"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .set("enable.partition.eof", "true")
+        .create()
+        .map_err(|e| e.to_string())?;
+    // Start from the end as it is now. Tansu answers ListOffsets wrongly (DESIGN.md, broker
+    // facts), so read up to the partition-EOF of every partition instead.
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(output, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut at_end = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while at_end.len() < PARTITIONS as usize {
+        if let Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) =
+            consumer.poll(Duration::from_millis(100))
+        {
+            at_end.insert(p);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("could not read {output} to its end"));
+        }
+    }
+    let total = s.latency_rate * s.latency_secs as usize;
+    let prefix = format!("b{seed}-");
+    let bs = bootstrap.to_owned();
+    let (keys, rate) = (s.keys, s.latency_rate);
+    let sender = std::thread::spawn(move || -> Result<crate::workload::EndOffsets, String> {
+        use rand::SeedableRng;
+        let p = Publisher::new(&[bs])?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let per_tick = (rate / 100).max(1);
+        let started = Instant::now();
+        let codec = Codec::event();
+        let mut i = 0;
+        while i < total {
+            let batch: Vec<Outgoing> = (i..(i + per_tick).min(total))
+                .map(|j| {
+                    let mut ev = mix::event(j, keys, &mut rng, seed);
+                    ev.client_time_ms = Some(rf_core::Clock::now_ms(&rf_core::SystemClock));
+                    Outgoing {
+                        region: 0,
+                        key: ev.key.clone(),
+                        payload: codec.encode(&ev).expect("encode"),
+                    }
+                })
+                .collect();
+            i += batch.len();
+            p.send(&batch, |_| {});
+            let due = started + Duration::from_millis(10 * (i / per_tick) as u64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        p.flush()
+    });
+    let codec = Codec::event();
+    let mut lat = Vec::with_capacity(total);
+    let deadline = Instant::now() + Duration::from_secs(s.latency_secs + 30);
+    while lat.len() < total && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(5)) else {
+            continue;
+        };
+        let Ok(m) = m else {
+            continue; // partition EOF, again
+        };
+        let now = rf_core::Clock::now_ms(&rf_core::SystemClock);
+        let Some(ev) = m.payload().and_then(|b| codec.decode(b).ok()) else {
+            continue;
+        };
+        if let (true, Some(sent)) = (ev.event_id.starts_with(&prefix), ev.client_time_ms) {
+            lat.push((now - sent) as f64);
+        }
+    }
+    let input_end = sender
+        .join()
+        .map_err(|_| "latency sender panicked".to_string())??;
+    if lat.is_empty() {
+        return Err(format!("no latency sample arrived on {output}"));
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |f: f64| lat[((lat.len() as f64 * f) as usize).min(lat.len() - 1)];
+    Ok((q(0.50), q(0.99), lat.len(), input_end))
+}
+
+/// (a) The limit: consume → produce the same bytes, in transactions with the offsets,
+/// with the processor's own producer settings and commit interval.
+fn passthrough(
+    bootstrap: &str,
+    output: &str,
+    group: &str,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| e.to_string())?;
+    consumer.subscribe(&[INPUT]).map_err(|e| e.to_string())?;
+    let producer = transactional_producer(bootstrap, &Default::default(), "bench-passthrough")
+        .map_err(|e| e.to_string())?;
+    let mut offsets = std::collections::BTreeMap::new();
+    let mut in_txn = false;
+    let mut started = Instant::now();
+    let every = Duration::from_millis(COMMIT_MS);
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(m) = consumer.poll(Duration::from_millis(10)) {
+            let m = m.map_err(|e| e.to_string())?;
+            if !in_txn {
+                producer.begin_transaction().map_err(|e| e.to_string())?;
+                in_txn = true;
+                started = Instant::now();
+            }
+            let rec = BaseRecord::to(output)
+                .partition(m.partition())
+                .key(m.key().unwrap_or(&[]))
+                .payload(m.payload().unwrap_or(&[]));
+            send(&producer, rec).map_err(|e| e.to_string())?;
+            offsets.insert(m.partition(), m.offset() + 1);
+        }
+        if in_txn && started.elapsed() >= every {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in &offsets {
+                tpl.add_partition_offset(INPUT, *p, Offset::Offset(*o))
+                    .map_err(|e| e.to_string())?;
+            }
+            let meta = consumer.group_metadata().ok_or("no group metadata")?;
+            producer
+                .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
+            commit_drained(&producer, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            in_txn = false;
+        }
+    }
+    Ok(())
+}
+
+fn rss_kb(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn ready(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    matches!(crate::http_client::get(addr, "/ready"), Ok((200, _)))
+}
+
+pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    println!("== processor vs passthrough vs Quix Streams on one Tansu");
+    let python = super::quix::ensure_venv()?;
+    let broker = Broker::start("bench")?;
+    let bs = broker.bootstrap();
+    // Quix reads retention settings back from every topic it uses: set them explicitly.
+    broker.create_topics_with(
+        &[
+            INPUT,
+            "history",
+            "events.dlq",
+            "passthrough.out",
+            "quix.out",
+        ],
+        PARTITIONS,
+        &[("retention.ms", "-1"), ("retention.bytes", "-1")],
+    )?;
+    println!(
+        "   generating {} events over {} keys (+10 % duplicates)",
+        thousands(s.events as f64),
+        thousands(s.keys as f64)
+    );
+    let recs = mix::records(s.events, s.keys, 1);
+    let t = Instant::now();
+    let p = Publisher::new(std::slice::from_ref(&bs))?;
+    p.send(&recs, |n| {
+        if n % 200_000 == 0 {
+            println!("   published {}", thousands(n as f64));
+        }
+    });
+    let mut ends = p.flush()?;
+    let published = input_end(&ends);
+    let mut total = published;
+    drop(p);
+    println!(
+        "   {} records published in {:.1} s",
+        thousands(published as f64),
+        t.elapsed().as_secs_f64()
+    );
+    drop(recs);
+
+    // (a) passthrough, in this process.
+    println!("-- (a) raw rdkafka transactional passthrough");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (b2, st2) = (bs.clone(), stop.clone());
+    let th =
+        std::thread::spawn(move || passthrough(&b2, "passthrough.out", "bench-passthrough", st2));
+    let watch = GroupWatch::new(&bs, "bench-passthrough")?;
+    let rate = drain_rate(&watch, total, "passthrough", &mut || {
+        if th.is_finished() {
+            return Err("passthrough stopped".into());
+        }
+        Ok(())
+    })?;
+    let (p50, p99, n, more) = latency(&bs, "passthrough.out", s, 101)?;
+    for (k, v) in more {
+        let e = ends.entry(k).or_insert(0);
+        *e = (*e).max(v);
+    }
+    total = input_end(&ends);
+    stop.store(true, Ordering::Relaxed);
+    th.join()
+        .map_err(|_| "passthrough panicked".to_string())??;
+    let limit = Measured {
+        rate,
+        p50_ms: p50,
+        p99_ms: p99,
+        latency_n: n,
+    };
+
+    // (b) the regional processor, as a child process.
+    println!("-- (b) regionflow processor");
+    let port = free_port();
+    let cfg = rf_processor::Config {
+        region: "bench".into(),
+        bootstrap_servers: bs.clone(),
+        state_dir: dir.path().join("processor"),
+        http_addr: format!("127.0.0.1:{port}"),
+        commit_interval_ms: COMMIT_MS,
+        ..Default::default()
+    };
+    let mut proc_ = ChildProcess::spawn(&cfg, &[])?;
+    let watch = GroupWatch::new(&bs, &cfg.group_id())?;
+    let rate = drain_rate(&watch, total, "processor", &mut || match proc_.exited() {
+        Some(st) => Err(format!("processor exited ({st}):\n{}", proc_.log_tail(20))),
+        None => Ok(()),
+    })?;
+    let hwm_drained = rss_kb(proc_.pid(), "VmHWM:").unwrap_or(0);
+    let (p50, p99, n, more) = latency(&bs, "history", s, 102)?;
+    for (k, v) in more {
+        let e = ends.entry(k).or_insert(0);
+        *e = (*e).max(v);
+    }
+    total = input_end(&ends);
+    let ours = Measured {
+        rate,
+        p50_ms: p50,
+        p99_ms: p99,
+        latency_n: n,
+    };
+    let hwm = rss_kb(proc_.pid(), "VmHWM:").unwrap_or(0);
+    let rss = rss_kb(proc_.pid(), "VmRSS:").unwrap_or(0);
+    println!("   kill -9 and restart on the local store");
+    proc_.kill9();
+    let mut proc_ = ChildProcess::spawn(&cfg, &[])?;
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(300);
+    while !ready(port) {
+        if let Some(st) = proc_.exited() {
+            return Err(format!(
+                "restarted processor exited ({st}):\n{}",
+                proc_.log_tail(20)
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err("restarted processor not ready within 300 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let restart = t.elapsed().as_secs_f64();
+    if std::env::var("RF_BENCH_DEBUG").is_ok() {
+        println!("{}", proc_.log_tail(30));
+    }
+    let _ = proc_.terminate(Duration::from_secs(30));
+
+    // (c) Quix Streams.
+    println!("-- (c) Quix Streams {}", super::quix::PACKAGES[0]);
+    let mut quix = super::quix::spawn(
+        &python,
+        &bs,
+        INPUT,
+        "quix.out",
+        "bench-quix",
+        &dir.path().join("quix"),
+        COMMIT_MS,
+    )?;
+    let watch = GroupWatch::new(&bs, "bench-quix")?;
+    let rate = drain_rate(&watch, total, "quix", &mut || match quix.exited() {
+        Some(st) => Err(format!("quix app exited ({st}):\n{}", quix.log_tail(20))),
+        None => Ok(()),
+    })?;
+    let (p50, p99, n, _) = latency(&bs, "quix.out", s, 103)?;
+    quix.kill9();
+    let peer = Measured {
+        rate,
+        p50_ms: p50,
+        p99_ms: p99,
+        latency_n: n,
+    };
+
+    report(s, r, &limit, &ours, &peer);
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    r.add_target(
+        RESTART,
+        "restart after kill -9 until /ready",
+        format!("{restart:.2} s"),
+        format!(
+            "{} keys in the local store; process start to HTTP 200",
+            thousands(s.keys as f64)
+        ),
+        "≤ 2 s",
+        restart <= 2.0,
+    );
+    r.add_target(
+        RESTART,
+        "peak RSS of the processor (VmHWM)",
+        format!("{:.0} MB", mb(hwm)),
+        format!(
+            "{:.0} MB after draining the backlog, {:.0} MB resident at the end",
+            mb(hwm_drained),
+            mb(rss)
+        ),
+        "≤ 300 MB",
+        mb(hwm) <= 300.0,
+    );
+    r.context.push(format!(
+        "processor workload: {} records ({} distinct events, 10 % duplicate re-sends) over {} keys + {} contended SKUs: 54 % counters, 36 % registers, 10 % inventory; {PARTITIONS} partitions",
+        thousands(published as f64),
+        thousands(s.events as f64),
+        thousands(s.keys as f64),
+        mix::SKUS
+    ));
+    Ok(())
+}
+
+fn report(s: &Sizes, r: &mut Report, limit: &Measured, ours: &Measured, peer: &Measured) {
+    let ratio_limit = ours.rate / limit.rate;
+    let ratio_peer = ours.rate / peer.rate;
+    r.add(
+        SECTION,
+        "(a) passthrough throughput",
+        format!("{} ev/s", thousands(limit.rate)),
+        "raw rdkafka consume→produce, transactional: the limit",
+    );
+    r.add_target(
+        SECTION,
+        "(b) regionflow throughput",
+        format!("{} ev/s", thousands(ours.rate)),
+        format!("{ratio_limit:.2}× passthrough"),
+        "≥ 0.8× passthrough",
+        ratio_limit >= 0.8,
+    );
+    r.add(
+        SECTION,
+        "(c) Quix Streams throughput",
+        format!("{} ev/s", thousands(peer.rate)),
+        "dedup + count, RocksDB state, exactly-once",
+    );
+    r.add_target(
+        SECTION,
+        "regionflow / Quix Streams",
+        format!("{ratio_peer:.1}×"),
+        "same input, same broker, same run",
+        "≥ 10×",
+        ratio_peer >= 10.0,
+    );
+    let lat = |m: &Measured| format!("{:.0} / {:.0} ms", m.p50_ms, m.p99_ms);
+    let at = format!(
+        "{} ev/s paced for {} s",
+        thousands(s.latency_rate as f64),
+        s.latency_secs
+    );
+    r.add(
+        SECTION,
+        "(a) passthrough latency p50 / p99",
+        lat(limit),
+        format!("{} samples, {at}", limit.latency_n),
+    );
+    r.add_target(
+        SECTION,
+        "(b) regionflow latency p50 / p99",
+        lat(ours),
+        format!("{} samples, {at}", ours.latency_n),
+        "p99 ≤ 150 ms",
+        ours.p99_ms <= 150.0,
+    );
+    r.add(
+        SECTION,
+        "(c) Quix Streams latency p50 / p99",
+        lat(peer),
+        format!("{} samples, {at}", peer.latency_n),
+    );
+}

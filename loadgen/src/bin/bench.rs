@@ -1,0 +1,50 @@
+//! `bench`: the benchmarks of docs/BENCHMARKS.md. Prints a table and writes the generated
+//! part of the report. `--small` is the quick run CI makes to keep it working (figures,
+//! no speed assertions).
+use clap::Parser;
+use rf_loadgen::bench::{self, report::Report, Sizes};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+struct Args {
+    /// The quick run (thousands of keys instead of a million).
+    #[arg(long)]
+    small: bool,
+    /// Where to write the report (between its markers, if it has them).
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    out: PathBuf,
+    /// Only these parts: micro, merge, pipeline (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let sizes = if args.small {
+        Sizes::small()
+    } else {
+        Sizes::full()
+    };
+    let wanted = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
+    let mut report = Report::default();
+    report.context.push(format!(
+        "run: `{}` on {} CPUs, {} size, {}",
+        std::env::args().collect::<Vec<_>>().join(" "),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        sizes.name,
+        rf_loadgen::bench::utc_now()
+    ));
+    if wanted("micro") {
+        bench::micro::run(&sizes, &mut report)?;
+    }
+    if wanted("merge") {
+        bench::merge::run(&sizes, &mut report)?;
+    }
+    if wanted("pipeline") {
+        bench::pipeline::run(&sizes, &mut report)?;
+    }
+    println!("\n== results{}", report.table());
+    report.write(&args.out)?;
+    println!("\nwritten to {}", args.out.display());
+    Ok(())
+}
