@@ -72,6 +72,8 @@ app = Application(
     # are wrong, DESIGN.md broker facts). Without changelogs the state stays local RocksDB
     # and Quix writes one record per event instead of three: a faster peer, not a slower one.
     use_changelog_topics=False,
+    # The same fetch wait as the regional processor and the passthrough.
+    consumer_extra_config={"fetch.wait.max.ms": 10},
 )
 inp = app.topic(input_name, key_deserializer="bytes", value_deserializer="bytes")
 out = app.topic(output_name, key_serializer="bytes", value_serializer="bytes")

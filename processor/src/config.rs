@@ -21,8 +21,12 @@ pub struct Config {
     pub dedup_retention_secs: u64,
     pub session_timeout_ms: u64,
     /// Join the group as a static member (`group.instance.id` = region + the state
-    /// store's instance id): a restart on the same store takes its partitions back at once
-    /// instead of waiting out the dead member's session.
+    /// store's instance id), as Kafka Streams advises for stateful applications: a restart
+    /// on the same store after kill -9 takes its partitions back without waiting for the
+    /// dead member's session to expire first (on Kafka at once; on Tansu, which holds a
+    /// static rejoin for one session timeout, measured 6.2 s against 11.4 s without). The
+    /// cost: a static member that stops does not leave the group, so its partitions move
+    /// only when its session expires.
     pub static_membership: bool,
     pub restore_timeout_secs: u64,
     /// The home cluster, to read `reconciled` back (empty: do not follow it).

@@ -659,6 +659,9 @@ fn endpoints(cfg: &Config, stats: &SharedStats) -> crate::http::Endpoints {
     }
 }
 
+/// `fetch.wait.max.ms` of the `events` consumer unless configured.
+pub const DEFAULT_FETCH_WAIT_MS: &str = "10";
+
 /// Recoveries allowed without a successful commit in between (a fence or a broker restart
 /// needs one or two; a record that can never be sent fails every time).
 const MAX_RECOVERIES_IN_A_ROW: u32 = 5;
@@ -707,7 +710,17 @@ pub fn run_with(
         &cfg.kafka,
         &transactional_id(&cfg, &store_instance_id),
     )?;
-    let mut consumer_cfg = client_config(&cfg.bootstrap_servers, &cfg.kafka);
+    // Defaults a user may override with librdkafka passthrough settings: Tansu holds an
+    // empty fetch for the whole fetch.wait.max.ms (default 500) even once records arrive,
+    // which would put up to half a second on the end-to-end latency.
+    let mut consumer_cfg = rdkafka::ClientConfig::new();
+    consumer_cfg.set("fetch.wait.max.ms", DEFAULT_FETCH_WAIT_MS);
+    for (k, v) in client_config(&cfg.bootstrap_servers, &cfg.kafka)
+        .config_map()
+        .iter()
+    {
+        consumer_cfg.set(k, v);
+    }
     if cfg.static_membership {
         // Static membership (KIP-345): the id lives with the state, like the producer's.
         consumer_cfg.set(

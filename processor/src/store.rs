@@ -91,11 +91,23 @@ impl RocksStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        // Most lookups miss the memtable (a new id, a key not written lately): a memtable
+        // bloom filter answers those without walking the skip list (a profile put 6 % of
+        // the processor's time in that walk).
+        let memtable_bloom = |o: &mut Options| {
+            o.set_memtable_whole_key_filtering(true);
+            o.set_memtable_prefix_bloom_ratio(0.1);
+        };
+        let mut state_opts = Options::default();
+        memtable_bloom(&mut state_opts);
         let mut dedup_opts = Options::default();
+        memtable_bloom(&mut dedup_opts);
         // Dedup lookups are mostly misses: a bloom filter answers them without disk reads.
         let mut bbo = rocksdb::BlockBasedOptions::default();
         bbo.set_bloom_filter(10.0, false);
         dedup_opts.set_block_based_table_factory(&bbo);
+        // So do state lookups of keys first seen (1M keys: most of a backlog).
+        state_opts.set_block_based_table_factory(&bbo);
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         dedup_opts.set_compaction_filter("rf-dedup-retention", move |_level, _key, value| {
             let accepted_ms = value.try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
@@ -107,7 +119,7 @@ impl RocksStore {
             }
         });
         let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_STATE, Options::default()),
+            ColumnFamilyDescriptor::new(CF_STATE, state_opts),
             ColumnFamilyDescriptor::new(CF_DEDUP, dedup_opts),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
             ColumnFamilyDescriptor::new(CF_PENDING, Options::default()),
