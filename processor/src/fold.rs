@@ -7,7 +7,9 @@ use crate::store::{PartitionMeta, StateStore, StoreBatch};
 use rf_core::aggregate::{apply, apply_admitted, validate};
 use rf_core::{AggState, Applied, Family, HlcClock, RegionalView};
 use rf_schemas::{Codec, Event, Hlc, Op};
-use std::collections::{HashMap, HashSet};
+// Fx instead of SipHash (3.5 % of a profile). Fx does not resist hash flooding: keys come
+// from the deployment's own upstream producers, not from the open internet.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// What to do with one input record.
 #[derive(Debug)]
@@ -19,6 +21,11 @@ pub enum Decision {
     /// Bad input: dead-letter it with this class and reason.
     Dead { class: &'static str, reason: String },
 }
+
+/// Folded states kept in memory per partition between commits (beyond it, the cache is
+/// dropped after a commit; the store has every state). A profile of a 1M-key backlog with
+/// an unbounded cache: 561 MB peak RSS and 7 % of the time in page faults.
+pub const CACHE_MAX_KEYS: usize = 20_000;
 
 pub struct PartitionFold {
     pub partition: i32,
@@ -44,10 +51,10 @@ impl PartitionFold {
             partition,
             region: region.to_owned(),
             clock,
-            cache: HashMap::new(),
-            dirty: HashSet::new(),
+            cache: HashMap::default(),
+            dirty: HashSet::default(),
             pending_ids: Vec::new(),
-            pending_set: HashSet::new(),
+            pending_set: HashSet::default(),
             meta,
         }
     }
@@ -216,6 +223,9 @@ impl PartitionFold {
     }
 
     /// Everything staged since the last call, reflecting history up to `history_next`.
+    /// Once staged, the states are in the batch the caller writes, so the read cache can
+    /// be dropped: it is bounded to `CACHE_MAX_KEYS` (memory stays flat with the number of
+    /// keys; RocksDB serves the rest).
     pub fn take_batch(&mut self, history_next: Option<i64>, now_ms: i64, batch: &mut StoreBatch) {
         if let Some(n) = history_next {
             self.meta.history_next = self.meta.history_next.max(n);
@@ -229,7 +239,64 @@ impl PartitionFold {
         for (k, id) in self.pending_ids.drain(..) {
             batch.dedup.push((self.partition, k, id, now_ms));
         }
+        if self.cache.len() > CACHE_MAX_KEYS {
+            self.cache.clear();
+        }
         self.pending_set.clear();
         batch.metas.push((self.partition, self.meta));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RocksStore;
+
+    fn counter(id: &str, key: &str) -> Vec<u8> {
+        Codec::event()
+            .encode(&Event::new(id, key, Op::CounterAdd { delta: 1 }))
+            .unwrap()
+    }
+
+    /// Past the cache bound the cache is dropped after a commit; states then come from the
+    /// store, and folding goes on from them.
+    #[test]
+    fn folding_continues_from_the_store_after_the_cache_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let mut fold = PartitionFold::new(0, "r", 500, PartitionMeta::default());
+        let n = CACHE_MAX_KEYS + 1;
+        for i in 0..n {
+            let key = format!("k{i}");
+            let d = fold
+                .decide(
+                    &store,
+                    None,
+                    Some(key.as_bytes()),
+                    &counter(&format!("a{i}"), &key),
+                    1,
+                    1 << 16,
+                )
+                .unwrap();
+            assert!(matches!(d, Decision::Accept(_)));
+        }
+        let mut batch = StoreBatch::default();
+        fold.take_batch(Some(n as i64), 1, &mut batch);
+        store.write(batch).unwrap();
+        assert!(fold.cache.is_empty(), "the cache stays bounded");
+        let again = fold
+            .decide(&store, None, Some(b"k7"), &counter("a7", "k7"), 2, 1 << 16)
+            .unwrap();
+        assert!(matches!(again, Decision::Duplicate));
+        let next = fold
+            .decide(&store, None, Some(b"k7"), &counter("b7", "k7"), 2, 1 << 16)
+            .unwrap();
+        assert!(matches!(next, Decision::Accept(_)));
+        let mut batch = StoreBatch::default();
+        fold.take_batch(None, 2, &mut batch);
+        assert_eq!(
+            batch.states,
+            vec![(0, "k7".to_owned(), AggState::Counter { total: 2 })]
+        );
     }
 }

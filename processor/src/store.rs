@@ -77,6 +77,8 @@ fn pending_key(p: i32, key: &str, hlc: Hlc) -> Vec<u8> {
 }
 
 const META_INSTANCE_ID: &[u8] = b"instance-id";
+/// All memtables together (see `open_with_retention`).
+const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
 
 impl RocksStore {
     /// Open with the default dedup retention (7 days).
@@ -91,6 +93,9 @@ impl RocksStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        // Memtables of all column families together stay under this (the default is
+        // 64 MB per column family, up to two each): memory that does not grow with keys.
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         // Most lookups miss the memtable (a new id, a key not written lately): a memtable
         // bloom filter answers those without walking the skip list (a profile put 6 % of
         // the processor's time in that walk).
@@ -100,8 +105,10 @@ impl RocksStore {
         };
         let mut state_opts = Options::default();
         memtable_bloom(&mut state_opts);
+        state_opts.set_write_buffer_size(MEMTABLE_BUDGET_BYTES / 4);
         let mut dedup_opts = Options::default();
         memtable_bloom(&mut dedup_opts);
+        dedup_opts.set_write_buffer_size(MEMTABLE_BUDGET_BYTES / 4);
         // Dedup lookups are mostly misses: a bloom filter answers them without disk reads.
         let mut bbo = rocksdb::BlockBasedOptions::default();
         bbo.set_bloom_filter(10.0, false);

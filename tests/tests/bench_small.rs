@@ -1,0 +1,52 @@
+//! The benchmark of docs/BENCHMARKS.md, small: every part runs (micro-benchmarks, the merge on
+//! one core, the processor against the transactional passthrough and Quix Streams on a real
+//! Tansu, restart after kill -9, peak RSS) and the report is written. No speed is asserted
+//! (two shared cores); what is asserted is that each figure was measured.
+use rf_loadgen::bench::report::{BEGIN, END};
+use std::process::Command;
+
+#[test]
+fn small_benchmark_measures_every_figure_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("BENCHMARKS.md");
+    std::fs::write(&out, format!("# kept\n{BEGIN}\nold\n{END}\nkept too\n")).unwrap();
+    let bin = rf_loadgen::process::bin_path("bench").unwrap();
+    let run = Command::new(bin)
+        .args(["--small", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench --small failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = std::fs::read_to_string(&out).unwrap();
+    assert!(report.starts_with("# kept\n") && report.ends_with("kept too\n"));
+    assert!(!report.contains("\nold\n"));
+    for row in [
+        "Avro encode",
+        "Avro decode",
+        "HLC tick",
+        "dedup check, new id",
+        "RocksDB batch commit",
+        "merge with Avro decode + encode",
+        "(a) passthrough throughput",
+        "(b) regionflow throughput",
+        "(c) Quix Streams throughput",
+        "(b) regionflow latency p50 / p99",
+        "(c) Quix Streams latency p50 / p99",
+        "restart after kill -9 until /ready",
+        "peak RSS of the processor",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {row}")))
+            .unwrap_or_else(|| panic!("no row {row:?} in the report:\n{report}"));
+        assert!(
+            !line.contains("NaN") && !line.contains("| 0 ev/s"),
+            "row {row:?} was not measured: {line}"
+        );
+    }
+}
