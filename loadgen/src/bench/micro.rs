@@ -91,6 +91,7 @@ pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let store = RocksStore::open(dir.path()).map_err(|e| e.to_string())?;
     let ids = s.dedup_ids;
+    let accepted = rf_core::Clock::now_ms(&sys);
     let batch_size = 1_000;
     let mut commit_ns = Vec::new();
     for start in (0..ids).step_by(batch_size) {
@@ -98,8 +99,9 @@ pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {
         let mut b = StoreBatch::default();
         for i in start..end {
             let key = format!("likes:{i}");
+            // Accepted now: older ids would be expired by the retention compaction filter.
             b.dedup
-                .push((i as i32 % 4, key.clone(), format!("b7-{i}"), t0));
+                .push((i as i32 % 4, key.clone(), format!("b7-{i}"), accepted));
             b.states
                 .push((i as i32 % 4, key, rf_core::AggState::Counter { total: 3 }));
         }

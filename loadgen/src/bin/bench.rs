@@ -2,6 +2,12 @@
 //! part of the report. `--small` is the quick run CI makes to keep it working (figures,
 //! no speed assertions).
 use clap::Parser;
+
+/// The allocator the processor and reconciler binaries use, so that the in-process parts
+/// (micro-benchmarks, the merge) measure what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use rf_loadgen::bench::{self, report::Report, Sizes};
 use std::path::PathBuf;
 
