@@ -36,6 +36,7 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     latency_n: usize,
+    latency_note: String,
 }
 
 /// A group's committed offsets, summed over the input partitions.
@@ -125,18 +126,29 @@ fn measure_latency(
     s: &Sizes,
     seed: u64,
     ends: &mut crate::workload::EndOffsets,
-) -> (f64, f64, usize) {
-    match latency(bootstrap, tail, s, seed) {
+    watch: &GroupWatch,
+) -> (f64, f64, usize, String) {
+    let before = watch.committed().unwrap_or(0);
+    let result = latency(bootstrap, tail, s, seed);
+    // How many of the paced records the system consumed (committed) meanwhile: tells a
+    // system that did not process them from output a reader could not see.
+    let consumed = watch.committed().unwrap_or(0) - before;
+    let note = format!(
+        "{} of {} paced input records committed by the system",
+        thousands(consumed as f64),
+        thousands((s.latency_rate * s.latency_secs as usize + 1) as f64)
+    );
+    match result {
         Ok((p50, p99, n, more)) => {
             for (k, v) in more {
                 let e = ends.entry(k).or_insert(0);
                 *e = (*e).max(v);
             }
-            (p50, p99, n)
+            (p50, p99, n, note)
         }
         Err(e) => {
-            println!("   latency not measured: {e}");
-            (f64::NAN, f64::NAN, 0)
+            println!("   latency not measured: {e}; {note}");
+            (f64::NAN, f64::NAN, 0, format!("not measured: {e}; {note}"))
         }
     }
 }
@@ -460,7 +472,7 @@ pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {
         }
         Ok(())
     })?;
-    let (p50, p99, n) = measure_latency(&bs, tail, s, 101, &mut ends);
+    let (p50, p99, n, lat_note) = measure_latency(&bs, tail, s, 101, &mut ends, &watch);
     total = input_end(&ends);
     stop.store(true, Ordering::Relaxed);
     th.join()
@@ -470,6 +482,7 @@ pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {
         p50_ms: p50,
         p99_ms: p99,
         latency_n: n,
+        latency_note: lat_note,
     };
 
     // (b) the regional processor, as a child process.
@@ -510,13 +523,14 @@ pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {
         let _ = perf.wait();
     }
     let hwm_drained = rss_kb(proc_.pid(), "VmHWM:").unwrap_or(0);
-    let (p50, p99, n) = measure_latency(&bs, tail, s, 102, &mut ends);
+    let (p50, p99, n, lat_note) = measure_latency(&bs, tail, s, 102, &mut ends, &watch);
     total = input_end(&ends);
     let ours = Measured {
         rate,
         p50_ms: p50,
         p99_ms: p99,
         latency_n: n,
+        latency_note: lat_note,
     };
     let hwm = rss_kb(proc_.pid(), "VmHWM:").unwrap_or(0);
     let rss = rss_kb(proc_.pid(), "VmRSS:").unwrap_or(0);
@@ -561,13 +575,14 @@ pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {
         Some(st) => Err(format!("quix app exited ({st}):\n{}", quix.log_tail(20))),
         None => Ok(()),
     })?;
-    let (p50, p99, n) = measure_latency(&bs, tail, s, 103, &mut ends);
+    let (p50, p99, n, lat_note) = measure_latency(&bs, tail, s, 103, &mut ends, &watch);
     quix.kill9();
     let peer = Measured {
         rate,
         p50_ms: p50,
         p99_ms: p99,
         latency_n: n,
+        latency_note: lat_note,
     };
 
     report(s, r, &limit, &ours, &peer);
@@ -646,13 +661,13 @@ fn report(s: &Sizes, r: &mut Report, limit: &Measured, ours: &Measured, peer: &M
         SECTION,
         "(a) passthrough latency p50 / p99",
         lat(limit),
-        format!("{} samples, {at}", limit.latency_n),
+        format!("{} samples, {at}; {}", limit.latency_n, limit.latency_note),
     );
     r.add_target(
         SECTION,
         "(b) regionflow latency p50 / p99",
         lat(ours),
-        format!("{} samples, {at}", ours.latency_n),
+        format!("{} samples, {at}; {}", ours.latency_n, ours.latency_note),
         "p99 ≤ 150 ms",
         ours.p99_ms <= 150.0,
     );
@@ -660,6 +675,6 @@ fn report(s: &Sizes, r: &mut Report, limit: &Measured, ours: &Measured, peer: &M
         SECTION,
         "(c) Quix Streams latency p50 / p99",
         lat(peer),
-        format!("{} samples, {at}", peer.latency_n),
+        format!("{} samples, {at}; {}", peer.latency_n, peer.latency_note),
     );
 }
