@@ -25,10 +25,11 @@ fn histories(s: &Sizes) -> Vec<(String, Vec<Event>)> {
         .iter()
         .map(|r| (r.to_string(), Vec::with_capacity(s.merge_events)))
         .collect();
+    let mut plain = 0;
     for n in 0..s.merge_events {
         for (ri, region) in regions.iter().enumerate() {
             let i = n * regions.len() + ri;
-            let mut ev = mix::event(i, keys, &mut rng, 7);
+            let mut ev = mix::event(i, keys, &mut plain, &mut rng, 7);
             // A failover: the previous region's event also lands here.
             if rng.random_bool(0.03) {
                 if let Some(prev) = out[(ri + 2) % 3].1.last() {

@@ -12,8 +12,9 @@ pub const SKUS: usize = 1_000;
 const STRIDE: usize = 1_000_003;
 
 /// Event `i` of a run over `keys` keys: 10 % inventory on `SKUS` keys (30 % stock adds,
-/// 70 % reservations), the rest 60/40 counters and registers over the key space.
-pub fn event(i: usize, keys: usize, rng: &mut StdRng, seed: u64) -> Event {
+/// 70 % reservations), the rest 60/40 counters and registers over the key space. `plain`
+/// counts the non-inventory events so far: the first `keys` of them visit every key once.
+pub fn event(i: usize, keys: usize, plain: &mut usize, rng: &mut StdRng, seed: u64) -> Event {
     let (key, op) = if rng.random_bool(0.10) {
         let sku = rng.random_range(0..SKUS);
         let op = if rng.random_bool(0.3) {
@@ -28,8 +29,10 @@ pub fn event(i: usize, keys: usize, rng: &mut StdRng, seed: u64) -> Event {
         };
         (format!("stock:{sku}"), op)
     } else {
-        let k = if i < keys {
-            (i * STRIDE) % keys
+        let j = *plain;
+        *plain += 1;
+        let k = if j < keys {
+            (j * STRIDE) % keys
         } else {
             rng.random_range(0..keys)
         };
@@ -59,8 +62,9 @@ pub fn records(events: usize, keys: usize, seed: u64) -> Vec<Outgoing> {
     let codec = Codec::event();
     let now = rf_core::Clock::now_ms(&rf_core::SystemClock);
     let mut out: Vec<Outgoing> = Vec::with_capacity(events * 11 / 10 + 1);
+    let mut plain = 0;
     for i in 0..events {
-        let mut ev = event(i, keys, &mut rng, seed);
+        let mut ev = event(i, keys, &mut plain, &mut rng, seed);
         ev.client_time_ms = Some(now);
         out.push(Outgoing {
             region: 0,

@@ -273,13 +273,15 @@ fn latency(
         );
         p.flush()?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut plain = keys;
         let per_tick = (rate / 100).max(1);
         let started = Instant::now();
         let mut i = 0;
         while i < total {
             let batch: Vec<Outgoing> = (i..(i + per_tick).min(total))
                 .map(|j| {
-                    let mut ev = mix::event(j, keys, &mut rng, seed);
+                    // Past the first `keys`: keys drawn at random, all already known.
+                    let mut ev = mix::event(j, keys, &mut plain, &mut rng, seed);
                     ev.client_time_ms = Some(rf_core::Clock::now_ms(&rf_core::SystemClock));
                     Outgoing {
                         region: 0,
@@ -651,7 +653,13 @@ fn report(s: &Sizes, r: &mut Report, limit: &Measured, ours: &Measured, peer: &M
         "≥ 10×",
         ratio_peer >= 10.0,
     );
-    let lat = |m: &Measured| format!("{:.0} / {:.0} ms", m.p50_ms, m.p99_ms);
+    let lat = |m: &Measured| {
+        if m.p50_ms.is_nan() {
+            "not measured".to_string()
+        } else {
+            format!("{:.0} / {:.0} ms", m.p50_ms, m.p99_ms)
+        }
+    };
     let at = format!(
         "{} ev/s paced for {} s",
         thousands(s.latency_rate as f64),
