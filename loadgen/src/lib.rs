@@ -1,10 +1,4 @@
-//! Load generator, checker, embedded-broker launcher and the multi-region demo harness.
+//! The load generator, the demo and the benchmarks (binaries in `src/bin/`); the harness
+//! they run on is `rf-harness`.
 
 pub mod bench;
-pub mod broker;
-pub mod check;
-pub mod cluster;
-pub mod http_client;
-pub mod netns;
-pub mod process;
-pub mod workload;

@@ -1,4 +1,7 @@
-use crate::error::{Error, Result};
+use rf_runtime::config::{
+    bad, identifier, in_range, non_empty, refuse_managed, transaction_timeout_ms,
+};
+use rf_runtime::error::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -65,38 +68,14 @@ impl Default for Config {
     }
 }
 
-fn bad(field: &'static str, reason: impl Into<String>) -> Error {
-    Error::Config {
-        field,
-        reason: reason.into(),
-    }
-}
-
 impl Config {
     pub fn validate(&self) -> Result<()> {
-        if self.region.is_empty()
-            || !self
-                .region
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(bad("region", "must be non-empty [A-Za-z0-9_-]"));
-        }
-        if self.bootstrap_servers.trim().is_empty() {
-            return Err(bad("bootstrap_servers", "must not be empty"));
-        }
-        for (f, v) in [
-            ("events_topic", &self.events_topic),
-            ("history_topic", &self.history_topic),
-            ("dlq_topic", &self.dlq_topic),
-        ] {
-            if v.is_empty() {
-                return Err(bad(f, "must not be empty"));
-            }
-        }
-        if self.commit_interval_ms == 0 || self.commit_interval_ms > 60_000 {
-            return Err(bad("commit_interval_ms", "must be in 1..=60000"));
-        }
+        identifier("region", &self.region)?;
+        non_empty("bootstrap_servers", &self.bootstrap_servers)?;
+        non_empty("events_topic", &self.events_topic)?;
+        non_empty("history_topic", &self.history_topic)?;
+        non_empty("dlq_topic", &self.dlq_topic)?;
+        in_range("commit_interval_ms", self.commit_interval_ms, 1, 60_000)?;
         if self.heartbeat_interval_ms == 0 {
             return Err(bad("heartbeat_interval_ms", "must be positive"));
         }
@@ -109,12 +88,7 @@ impl Config {
         if self.max_clock_offset_ms < 0 {
             return Err(bad("max_clock_offset_ms", "must not be negative"));
         }
-        let txn_timeout_ms = match self.kafka.get("transaction.timeout.ms") {
-            None => crate::kafka::DEFAULT_TRANSACTION_TIMEOUT_MS,
-            Some(v) => v
-                .parse()
-                .map_err(|_| bad("kafka.transaction.timeout.ms", "must be a number"))?,
-        };
+        let txn_timeout_ms = transaction_timeout_ms(&self.kafka)?;
         if self.restore_timeout_secs * 1000 < 2 * txn_timeout_ms {
             return Err(bad(
                 "restore_timeout_secs",
@@ -124,18 +98,7 @@ impl Config {
         if self.dedup_retention_secs == 0 {
             return Err(bad("dedup_retention_secs", "must be positive"));
         }
-        for k in self.kafka.keys() {
-            if matches!(
-                k.as_str(),
-                "transactional.id" | "enable.auto.commit" | "isolation.level" | "group.id"
-            ) {
-                return Err(bad(
-                    "kafka",
-                    format!("`{k}` is managed by the processor and cannot be overridden"),
-                ));
-            }
-        }
-        Ok(())
+        refuse_managed("processor", &self.kafka)
     }
 
     pub fn group_id(&self) -> String {
@@ -144,6 +107,12 @@ impl Config {
         } else {
             self.group_id.clone()
         }
+    }
+}
+
+impl rf_runtime::cli::ServiceConfig for Config {
+    fn validate(&self) -> Result<()> {
+        Config::validate(self)
     }
 }
 

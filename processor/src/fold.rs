@@ -2,10 +2,10 @@
 //! HLC (invariant 4), fold into state, and stage the store batch. The same fold adopts
 //! records read back from history on restore (invariant 3).
 
-use crate::error::Result;
 use crate::store::{PartitionMeta, StateStore, StoreBatch};
 use rf_core::aggregate::{apply, apply_admitted, validate};
 use rf_core::{AggState, Applied, Family, HlcClock, RegionalView};
+use rf_runtime::error::Result;
 use rf_schemas::{Codec, Event, Hlc, Op};
 // Fx instead of SipHash (3.5 % of a profile). Fx does not resist hash flooding: keys come
 // from the deployment's own upstream producers, not from the open internet.

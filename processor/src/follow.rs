@@ -9,10 +9,10 @@
 //!   rejected, counted (`Stats::clock_skew_rejected`) and logged, never adopted.
 
 use crate::config::Config;
-use crate::error::Result;
-use crate::kafka::client_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rf_runtime::error::Result;
+use rf_runtime::kafka::read_committed;
 use rf_schemas::{Codec, Hlc, ReconciledEvent};
 use std::time::Duration;
 
@@ -38,16 +38,11 @@ impl Follower {
         if cfg.home_bootstrap_servers.is_empty() {
             return Ok(None);
         }
-        let consumer: BaseConsumer = client_config(&cfg.home_bootstrap_servers, &cfg.kafka)
-            .set(
-                "group.id",
-                format!("rf-follow-{}-{instance_id}", cfg.region),
-            )
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-            .create()?;
+        let group = format!("rf-follow-{}-{instance_id}", cfg.region);
+        let consumer: BaseConsumer =
+            read_committed(&cfg.home_bootstrap_servers, &cfg.kafka, &group)
+                .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+                .create()?;
         consumer.subscribe(&[&cfg.reconciled_topic])?;
         Ok(Some(Follower { consumer }))
     }

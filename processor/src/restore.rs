@@ -3,12 +3,13 @@
 //! position). With no local store this rebuilds from offset 0.
 
 use crate::config::Config;
-use crate::error::Result;
 use crate::fold::PartitionFold;
-use crate::kafka::{abort_orphaned, header_i64, read_to_end, H_SRC_OFFSET};
+use crate::records::SOURCE_OFFSET_NAMES;
 use crate::store::{PartitionMeta, StateStore, StoreBatch};
 use rdkafka::message::Message;
 use rf_core::{Clock, SystemClock};
+use rf_runtime::error::Result;
+use rf_runtime::kafka::{abort_orphaned, header_i64, read_to_end};
 use rf_schemas::Codec;
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ pub fn restore_partition(
         match Codec::event().decode(payload) {
             Ok(ev) => {
                 replayed += 1;
-                let new = fold.adopt(store, &ev, header_i64(m, H_SRC_OFFSET))?;
+                let new = fold.adopt(store, &ev, header_i64(m, SOURCE_OFFSET_NAMES))?;
                 let own = ev.region.as_deref() == Some(cfg.region.as_str());
                 if new && with_pending && own && ev.refusal.is_none() {
                     adopted_own.push(ev);

@@ -1,8 +1,8 @@
 //! State store: per input partition, the folded state, the dedup ids and the history
 //! offset the fold reflects (invariant 3), written in one atomic batch per commit.
 
-use crate::error::{Error, Result};
 use rf_core::AggState;
+use rf_runtime::error::{Error, Result};
 use rf_schemas::{Codec, Event, Hlc};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-use rf_processor::Error;
+use rf_runtime::config::{bad, identifier, non_empty, refuse_managed};
+use rf_runtime::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -50,13 +51,6 @@ impl Default for Config {
     }
 }
 
-fn bad(field: &'static str, reason: impl Into<String>) -> Error {
-    Error::Config {
-        field,
-        reason: reason.into(),
-    }
-}
-
 impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         if self.regions.is_empty() {
@@ -71,15 +65,20 @@ impl Config {
         if self.regions.iter().any(|r| r.bootstrap_servers.is_empty()) {
             return Err(bad("regions", "every region needs bootstrap_servers"));
         }
-        if self.home_bootstrap_servers.is_empty() {
-            return Err(bad("home_bootstrap_servers", "must not be empty"));
-        }
+        non_empty("home_bootstrap_servers", &self.home_bootstrap_servers)?;
+        identifier("instance", &self.instance)?;
         if self.commit_interval_ms == 0 {
             return Err(bad("commit_interval_ms", "must be positive"));
         }
         if self.max_clock_offset_ms <= 0 {
             return Err(bad("max_clock_offset_ms", "must be positive"));
         }
-        Ok(())
+        refuse_managed("reconciler", &self.kafka)
+    }
+}
+
+impl rf_runtime::cli::ServiceConfig for Config {
+    fn validate(&self) -> Result<(), Error> {
+        Config::validate(self)
     }
 }

@@ -1,4 +1,5 @@
-//! `reconciler` binary: parse configuration, install the shutdown path, run the merge.
+//! `reconciler` binary: flags and environment over a TOML file, then the reconciler until
+//! SIGTERM or Ctrl-C (`rf_runtime::cli`).
 
 /// mimalloc instead of the system allocator: a profile of the processor draining a backlog
 /// spent 28 % of its samples in glibc malloc/free (docs/BENCHMARKS.md).
@@ -6,8 +7,10 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use rf_reconciler::{Config, RegionSource, Shutdown};
+use rf_reconciler::{Config, RegionSource};
+use rf_runtime::cli;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(about = "Reconciler: merge regional histories into one deterministic topic")]
@@ -17,7 +20,7 @@ struct Args {
     config: Option<PathBuf>,
     #[arg(long, env = "RF_HOME_BOOTSTRAP_SERVERS")]
     home_bootstrap_servers: Option<String>,
-    /// `name=host:port` per region (repeatable).
+    /// `name=host:port` per region (repeatable); replaces the file's region list.
     #[arg(long = "region", value_parser = parse_region)]
     regions: Vec<RegionSource>,
     #[arg(long, env = "RF_INSTANCE")]
@@ -26,77 +29,38 @@ struct Args {
     #[arg(long, env = "RF_HTTP_ADDR")]
     http_addr: Option<String>,
     /// librdkafka setting passed through, `-X key=value` (repeatable).
-    #[arg(short = 'X', value_parser = parse_kv)]
+    #[arg(short = 'X', value_parser = cli::parse_kv)]
     kafka: Vec<(String, String)>,
 }
 
 fn parse_region(s: &str) -> Result<RegionSource, String> {
-    s.split_once('=')
-        .map(|(n, b)| RegionSource {
-            name: n.to_owned(),
-            bootstrap_servers: b.to_owned(),
+    cli::parse_kv(s)
+        .map(|(name, bootstrap_servers)| RegionSource {
+            name,
+            bootstrap_servers,
         })
-        .ok_or_else(|| format!("expected name=bootstrap, got {s:?}"))
+        .map_err(|_| format!("expected name=bootstrap, got {s:?}"))
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))
-}
-
-fn main() -> std::process::ExitCode {
-    rf_processor::logging::init("info");
-    let args = Args::parse();
-    let mut cfg = match &args.config {
-        Some(p) => match std::fs::read_to_string(p)
-            .map_err(|e| e.to_string())
-            .and_then(|s| toml::from_str::<Config>(&s).map_err(|e| e.to_string()))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("invalid configuration file {}: {e}", p.display());
-                return std::process::ExitCode::from(2);
-            }
-        },
-        None => Config::default(),
-    };
-    if let Some(v) = args.home_bootstrap_servers {
-        cfg.home_bootstrap_servers = v;
-    }
-    if let Some(v) = args.instance {
-        cfg.instance = v;
-    }
-    if !args.regions.is_empty() {
-        cfg.regions = args.regions;
-    }
-    if let Some(v) = args.http_addr {
-        cfg.http_addr = v;
-    }
-    cfg.kafka.extend(args.kafka);
-    if let Err(e) = cfg.validate() {
-        eprintln!("{e}");
-        return std::process::ExitCode::from(2);
-    }
-    let shutdown = Shutdown::default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let s2 = shutdown.clone();
-    rt.spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-        s2.trigger();
-    });
-    let handle = std::thread::spawn(move || rf_reconciler::run(cfg, shutdown));
-    match rt.block_on(async { tokio::task::spawn_blocking(move || handle.join()).await }) {
-        Ok(Ok(Ok(()))) => std::process::ExitCode::SUCCESS,
-        Ok(Ok(Err(e))) => {
-            eprintln!("reconciler failed: {e}");
-            std::process::ExitCode::FAILURE
+impl Args {
+    fn apply(self, cfg: &mut Config) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { cfg.$f = v; } )* };
         }
-        _ => std::process::ExitCode::FAILURE,
+        set!(home_bootstrap_servers, instance, http_addr);
+        if !self.regions.is_empty() {
+            cfg.regions = self.regions;
+        }
+        cfg.kafka.extend(self.kafka);
+    }
+}
+
+fn main() -> ExitCode {
+    rf_runtime::logging::init("info");
+    let args = Args::parse();
+    let file = args.config.clone();
+    match cli::configure::<Config>(file.as_deref(), |c| args.apply(c)) {
+        Ok(cfg) => cli::run_until_signal("reconciler", move |s| rf_reconciler::run(cfg, s)),
+        Err(code) => code,
     }
 }

@@ -5,13 +5,11 @@
 use crate::config::Config;
 use crate::merge::PartitionMerge;
 use rdkafka::message::{Headers, Message};
-use rf_processor::kafka::read_to_end;
-use rf_processor::Error;
-use rf_schemas::Codec;
+use rf_runtime::kafka::read_to_end;
+use rf_runtime::Error;
+use rf_schemas::{headers, Codec};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-pub const H_RESUME_PREFIX: &str = "rf-resume-";
 
 pub struct Restored {
     pub merge: PartitionMerge,
@@ -39,7 +37,7 @@ pub fn restore_partition(cfg: &Config, partition: i32) -> Result<Restored, Error
             }
             if let Some(hs) = m.headers() {
                 for h in hs.iter() {
-                    if let Some(region) = h.key.strip_prefix(H_RESUME_PREFIX) {
+                    if let Some(region) = h.key.strip_prefix(headers::RESUME_PREFIX) {
                         if let Some(o) = h
                             .value
                             .and_then(|v| std::str::from_utf8(v).ok())

@@ -8,7 +8,6 @@
 
 use crate::convert::AvroRecord;
 use crate::{avsc, Conflict, Event, ReconciledEvent};
-use apache_avro::rabin::Rabin;
 use apache_avro::{from_avro_datum, to_avro_datum, Schema};
 use std::marker::PhantomData;
 use std::sync::OnceLock;
@@ -48,21 +47,70 @@ pub struct EncodeError(String);
 
 pub struct Codec<T> {
     writer: Schema,
+    /// The fingerprint written in every header: of the Java reference canonical form.
     fingerprint: [u8; 8],
     reader: Schema,
-    /// Known writer schemas by fingerprint (the current one first).
-    writers: Vec<(u64, Schema)>,
+    /// Known writer schemas (the current one first), each under both of its fingerprints.
+    writers: Vec<(u64, usize)>,
+    schemas: Vec<Schema>,
     /// Encode and decode the current schema with the direct binary code (`binary`); only
     /// the process-wide codecs, whose schema that code implements, set it.
     direct: bool,
     _t: PhantomData<fn() -> T>,
 }
 
+/// The two Parsing Canonical Forms Avro libraries compute for one schema. They differ for a
+/// logical-typed primitive such as `client_time_ms` (`long` + `timestamp-millis`): Java's
+/// reference `SchemaNormalization` and fastavro write `"long"`, as the specification's
+/// STRIP and PRIMITIVES rules give; apache-avro (Rust) and the official Python package keep
+/// `{"type":"long"}`. Returns (Java reference form, apache-avro form).
+pub fn canonical_forms(schema: &Schema) -> (String, String) {
+    let ours = schema.canonical_form();
+    let mut java = ours.clone();
+    for p in [
+        "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+    ] {
+        java = java.replace(&format!(r#"{{"type":"{p}"}}"#), &format!(r#""{p}""#));
+    }
+    (java, ours)
+}
+
+/// CRC-64-AVRO (Rabin) of `bytes`, as the 8 header bytes (little-endian), per the Avro
+/// specification's "Schema Fingerprints".
+pub fn crc64_avro(bytes: &[u8]) -> [u8; 8] {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    static TABLE: OnceLock<[u64; 256]> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u64; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut fp = i as u64;
+            for _ in 0..8 {
+                fp = (fp >> 1) ^ (EMPTY & (fp & 1).wrapping_neg());
+            }
+            *e = fp;
+        }
+        t
+    });
+    let mut fp = EMPTY;
+    for b in bytes {
+        fp = (fp >> 8) ^ table[((fp ^ *b as u64) & 0xff) as usize];
+    }
+    fp.to_le_bytes()
+}
+
+/// Both fingerprints of `schema` as header values: (Java reference form, apache-avro form).
+/// They are equal for a schema without logical-typed primitives.
+pub fn fingerprints(schema: &Schema) -> (u64, u64) {
+    let (java, ours) = canonical_forms(schema);
+    (
+        u64::from_le_bytes(crc64_avro(java.as_bytes())),
+        u64::from_le_bytes(crc64_avro(ours.as_bytes())),
+    )
+}
+
+/// The fingerprint written (Java reference form), as header bytes.
 fn fingerprint(schema: &Schema) -> [u8; 8] {
-    let fp = schema.fingerprint::<Rabin>();
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&fp.bytes[..8]);
-    out
+    fingerprints(schema).0.to_le_bytes()
 }
 
 impl<T: AvroRecord> Codec<T> {
@@ -70,14 +118,37 @@ impl<T: AvroRecord> Codec<T> {
     pub fn new(schema_text: &str) -> Result<Self, String> {
         let writer = Schema::parse_str(schema_text).map_err(|e| e.to_string())?;
         let fp = fingerprint(&writer);
-        Ok(Codec {
+        let mut c = Codec {
             reader: writer.clone(),
-            writers: vec![(u64::from_le_bytes(fp), writer.clone())],
+            writers: Vec::new(),
+            schemas: Vec::new(),
             fingerprint: fp,
-            writer,
+            writer: writer.clone(),
             direct: false,
             _t: PhantomData,
-        })
+        };
+        c.add_writer(writer);
+        Ok(c)
+    }
+
+    /// Accept data written with `schema` under either of its fingerprints.
+    fn add_writer(&mut self, schema: Schema) {
+        let (java, ours) = fingerprints(&schema);
+        let i = self.schemas.len();
+        self.schemas.push(schema);
+        self.writers.push((java, i));
+        if ours != java {
+            self.writers.push((ours, i));
+        }
+    }
+
+    /// Every fingerprint this codec reads, as header values, with the index of its writer
+    /// schema (0 = the current one) and whether it is the one written.
+    pub fn accepted_fingerprints(&self) -> Vec<(u64, usize, bool)> {
+        self.writers
+            .iter()
+            .map(|&(fp, i)| (fp, i, fp == self.fingerprint()))
+            .collect()
     }
 
     /// Use the direct binary code for the current schema (only for the contract's own
@@ -96,8 +167,7 @@ impl<T: AvroRecord> Codec<T> {
     pub fn with_reader(reader_text: &str, writer_texts: &[&str]) -> Result<Self, String> {
         let mut c = Self::new(reader_text)?;
         for w in writer_texts {
-            let s = Schema::parse_str(w).map_err(|e| e.to_string())?;
-            c.writers.push((u64::from_le_bytes(fingerprint(&s)), s));
+            c.add_writer(Schema::parse_str(w).map_err(|e| e.to_string())?);
         }
         Ok(c)
     }
@@ -143,14 +213,15 @@ impl<T: AvroRecord> Codec<T> {
         let mut fp = [0u8; 8];
         fp.copy_from_slice(&bytes[2..HEADER_LEN]);
         let fp = u64::from_le_bytes(fp);
-        let writer = self
+        let index = self
             .writers
             .iter()
             .find(|(f, _)| *f == fp)
-            .map(|(_, s)| s)
+            .map(|(_, i)| *i)
             .ok_or(DecodeError::UnknownFingerprint(fp))?;
+        let writer = &self.schemas[index];
         let full = &bytes[HEADER_LEN..];
-        if direct && fp == self.writers[0].0 {
+        if direct && index == 0 {
             if let Some(v) = T::read_binary(full) {
                 return Ok(v);
             }
@@ -175,7 +246,7 @@ impl<T: AvroRecord> Codec<T> {
                 reencoded.len()
             )));
         }
-        let value = if std::ptr::eq(writer, &self.writers[0].1) {
+        let value = if index == 0 {
             value
         } else {
             value
@@ -300,6 +371,76 @@ mod tests {
         let mut fp = [0u8; 8];
         fp.copy_from_slice(&bytes[2..10]);
         assert_eq!(u64::from_le_bytes(fp), Codec::event().fingerprint());
+    }
+
+    fn hex(fp: u64) -> String {
+        fp.to_le_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn both_canonical_forms_are_read_and_the_java_one_is_written() {
+        let schema = Schema::parse_str(avsc::EVENT).unwrap();
+        // Our CRC-64-AVRO equals apache-avro's on its own canonical form.
+        let theirs = schema.fingerprint::<apache_avro::rabin::Rabin>();
+        let (java, ours) = fingerprints(&schema);
+        assert_eq!(ours.to_le_bytes()[..], theirs.bytes[..8]);
+        // The values measured with Java's SchemaNormalization / fastavro and with
+        // apache-avro / the official Python package (docs/contract.md).
+        assert_eq!(hex(java), "82fb1721c9bb246c");
+        assert_eq!(hex(ours), "2580920e06123982");
+        assert_eq!(Codec::event().fingerprint(), java);
+        let e = Event::new("x", "k", Op::CounterAdd { delta: 1 });
+        let written = Codec::event().encode(&e).unwrap();
+        assert_eq!(&written[2..10], &java.to_le_bytes());
+        let mut other = written.clone();
+        other[2..10].copy_from_slice(&ours.to_le_bytes());
+        assert_eq!(Codec::event().decode(&other).unwrap(), e);
+        assert_eq!(Codec::event().decode_generic(&other).unwrap(), e);
+        // A schema without logical types has one form.
+        let c = Schema::parse_str(avsc::CONFLICT).unwrap();
+        let (a, b) = fingerprints(&c);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn published_fingerprints_match_the_codecs() {
+        // schemas/avro/fingerprints.tsv and docs/contract.md publish exactly what we read.
+        let tsv = include_str!("../avro/fingerprints.tsv");
+        let contract = include_str!("../../docs/contract.md");
+        let mut published: Vec<(String, String, bool)> = tsv
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                assert_eq!(f.len(), 4, "fingerprints.tsv line {l:?}");
+                (f[0].to_owned(), f[1].to_owned(), f[3] == "yes")
+            })
+            .collect();
+        published.sort();
+        let mut expected = Vec::new();
+        for (file, fps) in [
+            ("event.avsc", Codec::event().accepted_fingerprints()),
+            (
+                "reconciled_event.avsc",
+                Codec::reconciled().accepted_fingerprints(),
+            ),
+            ("conflict.avsc", Codec::conflict().accepted_fingerprints()),
+        ] {
+            for (fp, _, written) in fps {
+                expected.push((hex(fp), file.to_owned(), written));
+            }
+        }
+        expected.sort();
+        assert_eq!(published, expected);
+        for (fp, _, _) in &expected {
+            assert!(
+                contract.contains(fp.as_str()),
+                "docs/contract.md lacks {fp}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod binary;
 pub mod codec;
 mod convert;
+pub mod headers;
 mod types;
 
 pub use codec::{Codec, DecodeError, EncodeError};

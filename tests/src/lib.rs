@@ -1,1 +1,1 @@
-//! Integration tests live in `tests/`; the harness is `rf_loadgen::{broker, cluster}`.
+//! Integration tests live in `tests/`; the harness is `rf_harness::{broker, cluster}`.

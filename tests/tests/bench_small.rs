@@ -10,7 +10,7 @@ fn small_benchmark_measures_every_figure_and_writes_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("BENCHMARKS.md");
     std::fs::write(&out, format!("# kept\n{BEGIN}\nold\n{END}\nkept too\n")).unwrap();
-    let bin = rf_loadgen::process::bin_path("bench").unwrap();
+    let bin = rf_harness::process::bin_path("bench").unwrap();
     let run = Command::new(bin)
         .args(["--small", "--out"])
         .arg(&out)

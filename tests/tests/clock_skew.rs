@@ -4,10 +4,9 @@
 //! arrival); the other region reads the HLCs back from `reconciled` and its own clock is not
 //! dragged forward.
 use rf_core::{Clock, ManualClock, SystemClock};
-use rf_loadgen::check::{check, read_all_history_hlcs, reconciled_count};
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::workload::{generate, publish, Workload};
-use std::sync::atomic::Ordering;
+use rf_harness::check::{check, read_all_history_hlcs, reconciled_count};
+use rf_harness::cluster::Cluster;
+use rf_harness::workload::{generate, publish, Workload};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,13 +38,7 @@ fn a_clock_running_ahead_is_reported_and_drags_no_one() {
     c.wait_until(
         Duration::from_secs(60),
         "steady observes remote HLCs",
-        |c| {
-            Ok(c.processors[1]
-                .stats
-                .remote_observed
-                .load(Ordering::Relaxed)
-                > 0)
-        },
+        |c| Ok(c.processors[1].stats.counters.remote_observed.get() > 0),
     )
     .unwrap();
     let end_wall = SystemClock.now_ms();

@@ -3,8 +3,8 @@
 //! Duplicates are dropped, RocksDB holds the fold, and `reconciled` carries the merged state.
 use rf_core::custom::{register, Aggregate};
 use rf_core::{AggState, Applied};
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::workload::{publish, Outgoing};
+use rf_harness::cluster::Cluster;
+use rf_harness::workload::{publish, Outgoing};
 use rf_schemas::{Codec, Event, Op};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -78,7 +78,7 @@ fn user_aggregate_flows_through_processor_and_reconciler() {
     });
     publish(&[c.bootstrap("a")], &recs, |_| {}).unwrap();
     c.wait_until(Duration::from_secs(120), "400 events reconciled", |c| {
-        Ok(rf_loadgen::check::reconciled_count(c)? >= 400)
+        Ok(rf_harness::check::reconciled_count(c)? >= 400)
     })
     .unwrap();
     assert!(c.stop_all().is_empty());
@@ -87,7 +87,7 @@ fn user_aggregate_flows_through_processor_and_reconciler() {
 
     // The last reconciled record of each key carries the merged state.
     let mut last: BTreeMap<String, String> = BTreeMap::new();
-    for (_, r) in rf_loadgen::check::read_reconciled(&c).unwrap() {
+    for (_, r) in rf_harness::check::read_reconciled(&c).unwrap() {
         last.insert(r.event.key.clone(), r.state_json.clone());
     }
     for (k, want) in &peak {

@@ -6,10 +6,10 @@
 //! cannot be covered: available never below zero, reserved ≤ 1,000, and every revocation
 //! in `reconciled` (order, quantity, reason) and in `conflicts`.
 use rf_core::AggState;
-use rf_loadgen::check::read_all_conflicts;
-use rf_loadgen::check::read_reconciled;
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::workload::{outgoing, Publisher};
+use rf_harness::check::read_all_conflicts;
+use rf_harness::check::read_reconciled;
+use rf_harness::cluster::Cluster;
+use rf_harness::workload::{outgoing, Publisher};
 use rf_schemas::{ConflictKind, Op, Outcome};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 const ITEM: &str = "stock:flash";
 
 fn available_in_view(c: &Cluster, i: usize) -> Option<i64> {
-    match c.processors[i].stats.view.lock().unwrap().view(ITEM) {
+    match c.processors[i].stats.view.lock().view(ITEM) {
         Some(AggState::Inventory { available, .. }) => Some(available),
         _ => None,
     }

@@ -5,10 +5,10 @@
 //! `/feed?prefix=` receives every reconciled change for its prefix in order and, after a
 //! disconnect, resumes with `Last-Event-ID` without a gap or a repeat; `/state/{key}` shows
 //! the region's view and the reconciled state.
-use rf_loadgen::check::read_reconciled;
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::http_client::sample;
-use rf_loadgen::workload::{generate, publish, Workload};
+use rf_harness::check::read_reconciled;
+use rf_harness::cluster::Cluster;
+use rf_harness::http_client::sample;
+use rf_harness::workload::{generate, publish, Workload};
 use rf_schemas::Codec;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    rf_loadgen::http_client::get(addr, path).unwrap()
+    rf_harness::http_client::get(addr, path).unwrap()
 }
 
 /// A minimal SSE client: sends (id, data) of each `change` event until `stop` many arrived
@@ -164,7 +164,7 @@ fn ready_metrics_state_and_a_resumable_feed() {
             .reconciled
             .load(Ordering::Relaxed)
             >= want
-            && c.processors[0].stats.view.lock().unwrap().reconciled_seen >= want)
+            && c.processors[0].stats.view.lock().reconciled_seen >= want)
     })
     .unwrap();
 

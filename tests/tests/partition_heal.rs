@@ -10,9 +10,9 @@
 //! Needs root and iproute2 (`ip netns`); without them the test fails saying so.
 use prometheus::core::Metric;
 use rf_core::AggState;
-use rf_loadgen::check::{check, first_difference, read_reconciled, topic_bytes};
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::workload::{generate, Publisher, Workload};
+use rf_harness::check::{check, first_difference, read_reconciled, topic_bytes};
+use rf_harness::cluster::Cluster;
+use rf_harness::workload::{generate, Publisher, Workload};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -91,8 +91,8 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     c.cut("c").unwrap();
     let cut_at = Instant::now();
     let c_idx = 2;
-    let accepted_c = |c: &Cluster| c.processors[c_idx].stats.accepted.load(Ordering::Relaxed);
-    let consumed_c = |c: &Cluster| c.processors[c_idx].stats.consumed.load(Ordering::Relaxed);
+    let accepted_c = |c: &Cluster| c.processors[c_idx].stats.counters.accepted.get();
+    let consumed_c = |c: &Cluster| c.processors[c_idx].stats.counters.consumed.get();
     let (acc_before, cons_before) = (accepted_c(&c), consumed_c(&c));
     let c_share = phases[1].iter().filter(|o| o.region == c_idx).count() as u64;
     publisher.send(phases[1], |_| {});
@@ -122,10 +122,10 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
         .unwrap()
         .unwrap();
     let scraped_lag = || {
-        rf_loadgen::http_client::get(rec_http, "/metrics")
+        rf_harness::http_client::get(rec_http, "/metrics")
             .ok()
             .and_then(|(_, m)| {
-                rf_loadgen::http_client::sample(&m, "rf_watermark_lag_ms{region=\"c\"}")
+                rf_harness::http_client::sample(&m, "rf_watermark_lag_ms{region=\"c\"}")
             })
             .unwrap_or(f64::MAX)
     };
@@ -208,7 +208,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
         "every region's view to converge",
         |c| {
             Ok(c.processors.iter().all(|p| {
-                let v = p.stats.view.lock().unwrap();
+                let v = p.stats.view.lock();
                 v.pending_count() == 0
                     && final_state
                         .iter()
@@ -221,7 +221,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
             .processors
             .iter()
             .map(|p| {
-                let v = p.stats.view.lock().unwrap();
+                let v = p.stats.view.lock();
                 let differ = final_state
                     .iter()
                     .filter(|(k, s)| v.view(k).as_ref() != Some(*s))

@@ -1,9 +1,9 @@
 //! Invariant 8: 10,000 malformed records of nine kinds mixed into 10,000 good events (all
 //! five aggregates, with retries). Every malformed record lands in `events.dlq` once with
 //! the right error class; every good event lands in `history` exactly once; no crash.
-use rf_loadgen::check::verify_region;
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::workload::{generate, malformed_class, publish, Workload};
+use rf_harness::check::verify_region;
+use rf_harness::cluster::Cluster;
+use rf_harness::workload::{generate, malformed_class, publish, Workload};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -4,11 +4,10 @@
 //! Timestamps read back from `reconciled` advance the clock when within the max offset, and
 //! are counted and refused when beyond it.
 use rf_core::{Clock, ManualClock};
-use rf_loadgen::check::verify_region;
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::workload::{generate, publish, Ledger, Workload};
+use rf_harness::check::verify_region;
+use rf_harness::cluster::Cluster;
+use rf_harness::workload::{generate, publish, Ledger, Workload};
 use rf_schemas::{Codec, Event, Hlc, Op, Outcome, ReconciledEvent};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,13 +88,12 @@ fn hlc_strictly_increases_across_clock_jumps_and_restarts() {
     }
     c.wait_until(Duration::from_secs(30), "remote HLCs observed", |c| {
         let s = &c.processors[0].stats;
-        Ok(s.clock_skew_rejected.load(Ordering::Relaxed) >= 4
-            && s.remote_observed.load(Ordering::Relaxed) >= 4)
+        Ok(s.counters.clock_skew_rejected.get() >= 4 && s.counters.remote_observed.get() >= 4)
     })
     .unwrap();
     send_batch(&c, &mut ledger, &mut sent, 5);
     assert!(c.stop_all().is_empty());
-    let max_hlc = rf_loadgen::check::read_all_history_hlcs(&c.bootstrap("a"), 4)
+    let max_hlc = rf_harness::check::read_all_history_hlcs(&c.bootstrap("a"), 4)
         .unwrap()
         .into_iter()
         .map(|h| h.physical_ms)

@@ -1,10 +1,10 @@
 //! A crash at each seam of a transaction — mid-produce, before commit, after the Kafka
 //! commit but before the RocksDB write, after the RocksDB write — then a restart on the same
 //! state: nothing lost, nothing duplicated, RocksDB equals the fold of history.
-use rf_loadgen::check::verify_region;
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::process::{wait_drained, ChildProcessor};
-use rf_loadgen::workload::{generate, publish, EndOffsets, Ledger, Workload};
+use rf_harness::check::verify_region;
+use rf_harness::cluster::Cluster;
+use rf_harness::process::{wait_drained, ChildProcessor};
+use rf_harness::workload::{generate, publish, EndOffsets, Ledger, Workload};
 use rf_processor::failpoints::SEAMS;
 use std::time::Duration;
 

@@ -4,10 +4,10 @@
 //! re-adopts the log and carries on: afterwards nothing is lost or repeated.
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
-use rf_loadgen::check::verify_region;
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::process::{wait_drained, ChildProcessor};
-use rf_loadgen::workload::{generate, publish_paced, Workload};
+use rf_harness::check::verify_region;
+use rf_harness::cluster::Cluster;
+use rf_harness::process::{wait_drained, ChildProcessor};
+use rf_harness::workload::{generate, publish_paced, Workload};
 use rf_processor::store::RocksStore;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ fn fenced_producer_is_reinitialised_not_fatal() {
         .unwrap()
         .instance_id()
         .unwrap();
-    let txn_id = rf_processor::pipeline::transactional_id(&cfg, &id);
+    let txn_id = rf_processor::commit::transactional_id(&cfg, &id);
 
     let (recs, ledger) = generate(
         &Workload {

@@ -7,10 +7,10 @@
 //!
 //! `RF_KILLS=N` sets the number of kills (default 20); the soak run is `RF_KILLS=100`.
 use rand::{Rng, SeedableRng};
-use rf_loadgen::check::verify_region;
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::process::{wait_drained, ChildProcessor};
-use rf_loadgen::workload::{generate, publish_paced, Workload};
+use rf_harness::check::verify_region;
+use rf_harness::cluster::Cluster;
+use rf_harness::process::{wait_drained, ChildProcessor};
+use rf_harness::workload::{generate, publish_paced, Workload};
 use std::time::{Duration, Instant};
 
 #[test]

@@ -3,10 +3,10 @@
 //! owner restores (its local store if current, else history) before stamping. Afterwards
 //! history holds every sent event exactly once, HLCs strictly increase per history
 //! partition across the moves, and the owning store of each partition equals its fold.
-use rf_loadgen::check::verify_region;
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::process::{wait_drained, ChildProcessor};
-use rf_loadgen::workload::{generate, publish_paced, Workload};
+use rf_harness::check::verify_region;
+use rf_harness::cluster::Cluster;
+use rf_harness::process::{wait_drained, ChildProcessor};
+use rf_harness::workload::{generate, publish_paced, Workload};
 use std::time::{Duration, Instant};
 
 #[test]

@@ -1,7 +1,7 @@
 //! One region, one processor on a real Tansu broker: every distinct event accepted once,
 //! every retry deduplicated, every malformed record dead-lettered.
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::workload::{generate, publish, Workload};
+use rf_harness::cluster::Cluster;
+use rf_harness::workload::{generate, publish, Workload};
 use std::time::Duration;
 
 #[test]

@@ -2,10 +2,11 @@
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rf_loadgen::broker::Broker;
-use rf_processor::kafka::{
-    abort_orphaned, commit_drained, read_to_end, send, transactional_producer, H_WRITER,
+use rf_harness::broker::Broker;
+use rf_runtime::kafka::{
+    abort_orphaned, commit_drained, read_to_end, send, transactional_producer,
 };
+use rf_schemas::headers::WRITER as H_WRITER;
 use std::time::Duration;
 
 #[test]

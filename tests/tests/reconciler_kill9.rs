@@ -8,10 +8,10 @@
 //!
 //! `RF_RECONCILER_KILLS=N` sets the number of kills (default 12).
 use rand::{Rng, SeedableRng};
-use rf_loadgen::check::{check, first_difference, reconciled_count, topic_bytes};
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::process::ChildProcess;
-use rf_loadgen::workload::{generate, publish, Workload};
+use rf_harness::check::{check, first_difference, reconciled_count, topic_bytes};
+use rf_harness::cluster::Cluster;
+use rf_harness::process::ChildProcess;
+use rf_harness::workload::{generate, publish, Workload};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,9 @@
 //! at most once, every sent event is in some history, `reconciled` holds each exactly once
 //! in (hlc, region, event_id) order per partition, and its final state equals the state
 //! recomputed from what was sent.
-use rf_loadgen::check::{check, reconciled_count};
-use rf_loadgen::cluster::{Cluster, PARTITIONS};
-use rf_loadgen::workload::{generate, publish, Workload};
+use rf_harness::check::{check, reconciled_count};
+use rf_harness::cluster::{Cluster, PARTITIONS};
+use rf_harness::workload::{generate, publish, Workload};
 use std::time::Duration;
 
 #[test]

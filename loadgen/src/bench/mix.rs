@@ -1,9 +1,9 @@
 //! The benchmark workload: counters, registers and contended inventory, 10 % duplicate
 //! re-sends, over a key space every key of which is touched. Deterministic for a seed.
 
-use crate::workload::Outgoing;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rf_harness::workload::Outgoing;
 use rf_schemas::{Codec, Event, Op};
 
 /// Stock-keeping units the inventory share contends on.

@@ -9,14 +9,14 @@
 use super::mix;
 use super::report::{thousands, Report};
 use super::Sizes;
-use crate::broker::{free_port, Broker};
-use crate::process::ChildProcess;
-use crate::workload::{Outgoing, Publisher};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use rf_processor::kafka::{commit_drained, send, transactional_producer};
+use rf_harness::broker::{free_port, Broker};
+use rf_harness::process::ChildProcess;
+use rf_harness::workload::{Outgoing, Publisher};
+use rf_runtime::kafka::{commit_drained, send, transactional_producer};
 use rf_schemas::Codec;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -76,7 +76,7 @@ impl GroupWatch {
 }
 
 /// Records in the input: the end offsets the publisher's deliveries reached.
-fn input_end(ends: &crate::workload::EndOffsets) -> i64 {
+fn input_end(ends: &rf_harness::workload::EndOffsets) -> i64 {
     ends.values().sum()
 }
 
@@ -125,7 +125,7 @@ fn measure_latency(
     tail: Tail,
     s: &Sizes,
     seed: u64,
-    ends: &mut crate::workload::EndOffsets,
+    ends: &mut rf_harness::workload::EndOffsets,
     watch: &GroupWatch,
 ) -> (f64, f64, usize, String) {
     let before = watch.committed().unwrap_or(0);
@@ -247,56 +247,58 @@ fn latency(
     tail: Tail,
     s: &Sizes,
     seed: u64,
-) -> Result<(f64, f64, usize, crate::workload::EndOffsets), String> {
+) -> Result<(f64, f64, usize, rf_harness::workload::EndOffsets), String> {
     tail.wait_idle(Duration::from_millis(500), Duration::from_secs(300))?;
     let total = s.latency_rate * s.latency_secs as usize;
     let bs = bootstrap.to_owned();
     let (keys, rate) = (s.keys, s.latency_rate);
-    let sender = std::thread::spawn(move || -> Result<crate::workload::EndOffsets, String> {
-        use rand::SeedableRng;
-        let p = Publisher::new(&[bs])?;
-        // Connected and with a producer id before the clock starts: a cold producer would
-        // put its own start-up on the first samples.
-        let codec = Codec::event();
-        let warm = rf_schemas::Event::new(
-            format!("warmup-{seed}"),
-            "likes:0",
-            rf_schemas::Op::CounterAdd { delta: 1 },
-        );
-        p.send(
-            &[Outgoing {
-                region: 0,
-                key: warm.key.clone(),
-                payload: codec.encode(&warm).expect("encode"),
-            }],
-            |_| {},
-        );
-        p.flush()?;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut plain = keys;
-        let per_tick = (rate / 100).max(1);
-        let started = Instant::now();
-        let mut i = 0;
-        while i < total {
-            let batch: Vec<Outgoing> = (i..(i + per_tick).min(total))
-                .map(|j| {
-                    // Past the first `keys`: keys drawn at random, all already known.
-                    let mut ev = mix::event(j, keys, &mut plain, &mut rng, seed);
-                    ev.client_time_ms = Some(rf_core::Clock::now_ms(&rf_core::SystemClock));
-                    Outgoing {
-                        region: 0,
-                        key: ev.key.clone(),
-                        payload: codec.encode(&ev).expect("encode"),
-                    }
-                })
-                .collect();
-            i += batch.len();
-            p.send(&batch, |_| {});
-            let due = started + Duration::from_millis(10 * (i / per_tick) as u64);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-        p.flush()
-    });
+    let sender = std::thread::spawn(
+        move || -> Result<rf_harness::workload::EndOffsets, String> {
+            use rand::SeedableRng;
+            let p = Publisher::new(&[bs])?;
+            // Connected and with a producer id before the clock starts: a cold producer would
+            // put its own start-up on the first samples.
+            let codec = Codec::event();
+            let warm = rf_schemas::Event::new(
+                format!("warmup-{seed}"),
+                "likes:0",
+                rf_schemas::Op::CounterAdd { delta: 1 },
+            );
+            p.send(
+                &[Outgoing {
+                    region: 0,
+                    key: warm.key.clone(),
+                    payload: codec.encode(&warm).expect("encode"),
+                }],
+                |_| {},
+            );
+            p.flush()?;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut plain = keys;
+            let per_tick = (rate / 100).max(1);
+            let started = Instant::now();
+            let mut i = 0;
+            while i < total {
+                let batch: Vec<Outgoing> = (i..(i + per_tick).min(total))
+                    .map(|j| {
+                        // Past the first `keys`: keys drawn at random, all already known.
+                        let mut ev = mix::event(j, keys, &mut plain, &mut rng, seed);
+                        ev.client_time_ms = Some(rf_core::Clock::now_ms(&rf_core::SystemClock));
+                        Outgoing {
+                            region: 0,
+                            key: ev.key.clone(),
+                            payload: codec.encode(&ev).expect("encode"),
+                        }
+                    })
+                    .collect();
+                i += batch.len();
+                p.send(&batch, |_| {});
+                let due = started + Duration::from_millis(10 * (i / per_tick) as u64);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            p.flush()
+        },
+    );
     let deadline = Instant::now() + Duration::from_secs(s.latency_secs + 30);
     while tail.samples() < total && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -415,7 +417,7 @@ fn rss_kb(pid: u32, field: &str) -> Option<u64> {
 
 fn ready(port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    matches!(crate::http_client::get(addr, "/ready"), Ok((200, _)))
+    matches!(rf_harness::http_client::get(addr, "/ready"), Ok((200, _)))
 }
 
 pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {

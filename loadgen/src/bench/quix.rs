@@ -1,7 +1,7 @@
 //! The peer: a Quix Streams application (`loadgen/bench/quix_app.py`) in a Python venv the
 //! benchmark creates (idempotently) under ~/.cache/regionflow/quix-venv.
 
-use crate::process::ChildProcess;
+use rf_harness::process::ChildProcess;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

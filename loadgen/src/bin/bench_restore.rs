@@ -4,10 +4,10 @@
 //! key from history. Prints the time from process start to "partitions assigned and
 //! restored" for each, and their ratio.
 use clap::Parser;
-use rf_loadgen::check::group_committed;
-use rf_loadgen::cluster::Cluster;
-use rf_loadgen::process::ChildProcessor;
-use rf_loadgen::workload::{publish, Outgoing};
+use rf_harness::check::group_committed;
+use rf_harness::cluster::Cluster;
+use rf_harness::process::ChildProcessor;
+use rf_harness::workload::{publish, Outgoing};
 use rf_schemas::{Codec, Event, Op};
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,9 @@
 //! reconciled state equals the one recomputed from what was sent.
 
 use clap::Parser;
-use rf_loadgen::check::{check, read_all_conflicts, reconciled_count};
-use rf_loadgen::cluster::{Cluster, PARTITIONS};
-use rf_loadgen::workload::{generate, Publisher, Workload};
+use rf_harness::check::{check, read_all_conflicts, reconciled_count};
+use rf_harness::cluster::{Cluster, PARTITIONS};
+use rf_harness::workload::{generate, Publisher, Workload};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,7 +177,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         let consumed: u64 = cluster
             .processors
             .iter()
-            .map(|p| p.stats.consumed.load(Ordering::Relaxed))
+            .map(|p| p.stats.counters.consumed.get())
             .sum();
         let buffered = cluster
             .reconciler
@@ -198,7 +198,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
     if !args.no_partition {
         let cut = *names.last().expect("regions");
         let idx = names.len() - 1;
-        let accepted = |c: &Cluster| c.processors[idx].stats.accepted.load(Ordering::Relaxed);
+        let accepted = |c: &Cluster| c.processors[idx].stats.counters.accepted.get();
         let (acc0, rec0) = (accepted(&cluster), reconciled_now(&cluster));
         cluster.cut(cut)?;
         let cut_at = Instant::now();
@@ -249,7 +249,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
             let accepted: u64 = cluster
                 .processors
                 .iter()
-                .map(|p| p.stats.accepted.load(Ordering::Relaxed))
+                .map(|p| p.stats.counters.accepted.get())
                 .sum();
             println!(
                 "   accepted {accepted}, reconciled {rec}/{}",
@@ -279,10 +279,10 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         .map(|p| {
             (
                 p.name.clone(),
-                p.stats.consumed.load(Ordering::Relaxed),
-                p.stats.accepted.load(Ordering::Relaxed),
-                p.stats.duplicates.load(Ordering::Relaxed),
-                p.stats.dead_lettered.load(Ordering::Relaxed),
+                p.stats.counters.consumed.get(),
+                p.stats.counters.accepted.get(),
+                p.stats.counters.duplicates.get(),
+                p.stats.counters.dead_lettered.get(),
             )
         })
         .collect();

@@ -3,7 +3,7 @@
 //! compose deployment.
 
 use clap::Parser;
-use rf_loadgen::workload::{generate, publish_paced, Workload};
+use rf_harness::workload::{generate, publish_paced, Workload};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -23,7 +23,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    rf_processor::logging::init("warn");
+    rf_runtime::logging::init("warn");
     let args = Args::parse();
     let mut bootstraps = Vec::new();
     for r in &args.regions {

@@ -1,143 +1,16 @@
-//! Kafka plumbing shared by the processor and the reconciler: client configuration with
-//! librdkafka passthrough, a transactional producer that tracks delivered offsets, a
-//! commit that drains delivery reports first, and read-to-end of one partition.
+//! Read one partition to its end as readers see it: the log is the truth (invariant 3), so
+//! both services adopt what is there before producing.
 
 use crate::error::{Error, Result};
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-pub const H_SRC_PARTITION: &str = "rf-src-partition";
-/// A crashed instance's open transaction holds back read_committed readers (the next
-/// owner's restore among them) until the broker times it out: keep that short, and below
-/// the restore timeout (`Config::validate` checks).
-pub const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
-pub const H_SRC_OFFSET: &str = "rf-src-offset";
-/// The transactional id of the producer that wrote a record: lets the next owner of a
-/// partition abort the open transaction of a writer that died (see `abort_orphaned`).
-pub const H_WRITER: &str = "rf-writer";
-
-pub fn client_config(bootstrap: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c.set("log_level", "3");
-    for (k, v) in extra {
-        c.set(k, v);
-    }
-    c
-}
-
-/// Delivery reports: highest delivered offset per (topic, partition), and failures.
-#[derive(Default)]
-pub struct DeliveryCtx {
-    state: Mutex<Delivered>,
-}
-
-#[derive(Default)]
-pub struct Delivered {
-    pub max_offset: HashMap<(String, i32), i64>,
-    pub errors: Vec<String>,
-}
-
-impl ClientContext for DeliveryCtx {}
-impl ProducerContext for DeliveryCtx {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let mut st = self.state.lock().expect("delivery lock");
-        match result {
-            Ok(m) => {
-                let e = st
-                    .max_offset
-                    .entry((m.topic().to_owned(), m.partition()))
-                    .or_insert(-1);
-                *e = (*e).max(m.offset());
-            }
-            Err((e, m)) => st
-                .errors
-                .push(format!("{}[{}]: {e}", m.topic(), m.partition())),
-        }
-    }
-}
-
-pub type TxnProducer = BaseProducer<DeliveryCtx>;
-
-pub fn transactional_producer(
-    bootstrap: &str,
-    extra: &BTreeMap<String, String>,
-    transactional_id: &str,
-) -> Result<TxnProducer> {
-    // Defaults a user may override with librdkafka passthrough settings.
-    let mut c = ClientConfig::new();
-    c.set("linger.ms", "5").set(
-        "transaction.timeout.ms",
-        DEFAULT_TRANSACTION_TIMEOUT_MS.to_string(),
-    );
-    for (k, v) in client_config(bootstrap, extra).config_map().iter() {
-        c.set(k, v);
-    }
-    let p: TxnProducer = c
-        .set("transactional.id", transactional_id)
-        .set("enable.idempotence", "true")
-        .create_with_context(DeliveryCtx::default())?;
-    p.init_transactions(Duration::from_secs(30))?;
-    Ok(p)
-}
-
-/// Drain delivery reports with short polls, then commit. (`commit_transaction` alone
-/// flushes in 100 ms slices; see DESIGN.md, broker facts.) Returns the delivered offsets.
-pub fn commit_drained(p: &TxnProducer, timeout: Duration) -> Result<Delivered> {
-    let deadline = Instant::now() + timeout;
-    while p.in_flight_count() > 0 {
-        p.poll(Duration::from_millis(1));
-        if Instant::now() > deadline {
-            return Err(Error::Aborted(
-                "delivery reports did not drain in time".into(),
-            ));
-        }
-    }
-    let delivered = std::mem::take(&mut *p.context().state.lock().expect("delivery lock"));
-    if !delivered.errors.is_empty() {
-        return Err(Error::Aborted(delivered.errors.join("; ")));
-    }
-    p.commit_transaction(
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1)),
-    )?;
-    Ok(delivered)
-}
-
-/// Send one record, polling for delivery reports while the local queue is full.
-pub fn send(p: &TxnProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
-    let mut rec = rec;
-    loop {
-        match p.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((
-                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                r,
-            )) => {
-                p.poll(Duration::from_millis(5));
-                rec = r;
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
-}
-
-/// Abort the open transaction, discarding delivery bookkeeping.
-pub fn abort(p: &TxnProducer) -> Result<()> {
-    let r = p.abort_transaction(Duration::from_secs(30));
-    std::mem::take(&mut *p.context().state.lock().expect("delivery lock"));
-    r.map_err(Error::from)
-}
+use super::{client_config, read_committed};
 
 /// Read `topic[partition]` from `from` to its end as readers see it (read_committed), calling
 /// `f` for each record. The end is the partition-EOF that librdkafka derives from the high
@@ -152,14 +25,10 @@ pub fn read_to_end(
     timeout: Duration,
     mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<i64> {
-    let consumer: BaseConsumer<EofCtx> = client_config(bootstrap, extra)
-        .set("group.id", "rf-restore")
-        .set("enable.auto.commit", "false")
+    let consumer: BaseConsumer<EofCtx> = read_committed(bootstrap, extra, "rf-restore")
         .set("enable.partition.eof", "true")
         // An empty fetch at the end comes back after this, not after the default 500 ms.
         .set("fetch.wait.max.ms", "10")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
         .create_with_context(EofCtx::default())?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(from.max(0)))?;
@@ -273,71 +142,6 @@ pub fn read_to_end(
     }
 }
 
-/// Abort the transactions that writers other than `own_id` left open in
-/// `topic[partition]` past offset `from` (the read_committed end). Returns the fenced ids.
-///
-/// A writer that dies inside a transaction leaves it open. Kafka aborts it after
-/// `transaction.timeout.ms`; Tansu never does (measured: still open 42 s later), and its
-/// last stable offset, which bounds every read_committed reader, stays stuck for good.
-/// Kafka Streams' per-task transactional ids fenced such a zombie as a side effect of the
-/// next owner starting; with one producer per instance we do it explicitly: read the open
-/// tail uncommitted, take the writers' ids from the `rf-writer` header, and initialise a
-/// producer with each id, which fences it and aborts its open transaction.
-pub fn abort_orphaned(
-    bootstrap: &str,
-    extra: &BTreeMap<String, String>,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    own_id: &str,
-) -> Result<Vec<String>> {
-    let Some(end) = log_end(bootstrap, extra, topic, partition) else {
-        return Ok(Vec::new());
-    };
-    if from >= end {
-        return Ok(Vec::new());
-    }
-    // Partitions restore in parallel; two fencing the same dead writer at once would fence
-    // each other. One fencing at a time.
-    static FENCING: Mutex<()> = Mutex::new(());
-    let _one = FENCING.lock().unwrap_or_else(|e| e.into_inner());
-    let c: BaseConsumer = client_config(bootstrap, extra)
-        .set("group.id", "rf-restore")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_uncommitted")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
-    c.assign(&tpl)?;
-    let mut writers = std::collections::BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                if let Some(w) = header_str(&m, H_WRITER) {
-                    if w != own_id {
-                        writers.insert(w);
-                    }
-                }
-                if m.offset() + 1 >= end {
-                    break;
-                }
-            }
-            Some(Err(_)) | None => {
-                if position(&c, topic, partition).is_some_and(|p| p >= end) {
-                    break;
-                }
-            }
-        }
-    }
-    for w in &writers {
-        tracing::warn!(topic, partition, writer = %w, "aborting a transaction a previous owner left open");
-        // init_transactions fences the id and aborts its open transaction.
-        drop(transactional_producer(bootstrap, extra, w)?);
-    }
-    Ok(writers.into_iter().collect())
-}
-
 /// The high watermark of `topic[partition]` as a read_uncommitted client lists it.
 pub fn log_end(
     bootstrap: &str,
@@ -359,7 +163,7 @@ pub fn log_end(
 }
 
 /// The fetch position of one assigned partition, if it is known.
-fn position<C: rdkafka::consumer::ConsumerContext>(
+pub(super) fn position<C: rdkafka::consumer::ConsumerContext>(
     c: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
@@ -407,17 +211,3 @@ impl ClientContext for EofCtx {
     }
 }
 impl rdkafka::consumer::ConsumerContext for EofCtx {}
-
-pub fn header_str(m: &impl Message, name: &str) -> Option<String> {
-    use rdkafka::message::Headers;
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(str::to_owned)
-}
-
-pub fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
-    header_str(m, name)?.parse().ok()
-}

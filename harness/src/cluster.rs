@@ -2,9 +2,10 @@
 //! topics created, processors and the reconciler run in-process on their own threads.
 
 use crate::broker::Broker;
-use rf_processor::pipeline::Stats as ProcStats;
-use rf_processor::Shutdown;
+use rf_processor::metrics::Counters;
+use rf_processor::Stats as ProcStats;
 use rf_reconciler::{RegionSource, Stats as RecStats};
+use rf_runtime::Shutdown;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -14,7 +15,7 @@ pub struct Running<S> {
     pub name: String,
     pub shutdown: Shutdown,
     pub stats: Arc<S>,
-    handle: Option<JoinHandle<Result<(), rf_processor::Error>>>,
+    handle: Option<JoinHandle<Result<(), rf_runtime::Error>>>,
     /// The error the component stopped with, as soon as it stopped.
     error: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -25,7 +26,7 @@ fn spawn_component<S>(
     thread: String,
     shutdown: Shutdown,
     stats: Arc<S>,
-    run: impl FnOnce() -> Result<(), rf_processor::Error> + Send + 'static,
+    run: impl FnOnce() -> Result<(), rf_runtime::Error> + Send + 'static,
 ) -> Running<S> {
     let error = Arc::new(std::sync::Mutex::new(None));
     let e2 = error.clone();
@@ -197,7 +198,7 @@ impl Cluster {
     ) {
         let cfg = self.processor_config(region, instance);
         let shutdown = Shutdown::default();
-        let stats = Arc::new(ProcStats::default());
+        let stats = Arc::new(ProcStats::new(region));
         let (s, st) = (shutdown.clone(), stats.clone());
         let ns = self.netns(region).map(|n| n.name.clone());
         self.processors.push(spawn_component(
@@ -207,12 +208,12 @@ impl Cluster {
             stats,
             move || {
                 if let Some(ns) = ns {
-                    crate::netns::enter(&ns).map_err(|reason| rf_processor::Error::Config {
+                    crate::netns::enter(&ns).map_err(|reason| rf_runtime::Error::Config {
                         field: "netns",
                         reason,
                     })?;
                 }
-                rf_processor::pipeline::run_with(cfg, s, clock, st)
+                rf_processor::run_with(cfg, s, clock, st)
             },
         ));
     }
@@ -273,10 +274,10 @@ impl Cluster {
     }
 
     /// Sum of one processor counter over all processors.
-    pub fn processor_sum(&self, f: impl Fn(&ProcStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+    pub fn processor_sum(&self, f: impl Fn(&Counters) -> &prometheus::IntCounter) -> u64 {
         self.processors
             .iter()
-            .map(|p| f(&p.stats).load(std::sync::atomic::Ordering::Relaxed))
+            .map(|p| f(&p.stats.counters).get())
             .sum()
     }
 

@@ -5,7 +5,7 @@ use crate::cluster::Cluster;
 use crate::workload::Ledger;
 use rdkafka::message::Message;
 use rf_core::{AggState, OrderKey};
-use rf_processor::kafka::read_to_end;
+use rf_runtime::kafka::read_to_end;
 use rf_schemas::{Codec, Event, Op, Outcome, ReconciledEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -428,10 +428,11 @@ pub fn verify_region(
             Duration::from_secs(120),
             |m| {
                 r.dlq_records += 1;
-                let sp = rf_processor::kafka::header_i64(m, "rf-source-partition");
-                let so = rf_processor::kafka::header_i64(m, "rf-source-offset");
+                let sp = rf_runtime::kafka::header_i64(m, &[rf_schemas::headers::SOURCE_PARTITION]);
+                let so = rf_runtime::kafka::header_i64(m, &[rf_schemas::headers::SOURCE_OFFSET]);
                 if dlq_src.insert((sp, so)) {
-                    let class = header_str(m, "rf-error-class").unwrap_or_default();
+                    let class = rf_runtime::kafka::header_str(m, rf_schemas::headers::ERROR_CLASS)
+                        .unwrap_or_default();
                     *r.dlq_reasons.entry(class).or_insert(0) += 1;
                 }
                 Ok(())
@@ -494,15 +495,6 @@ pub fn verify_region(
         }
     }
     Ok(r)
-}
-
-fn header_str(m: &impl Message, name: &str) -> Option<String> {
-    use rdkafka::message::Headers;
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Every HLC in a region's `history` (events and heartbeats), for clock checks.

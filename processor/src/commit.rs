@@ -1,0 +1,195 @@
+//! Invariant 2, effects before offsets: the commit protocol. Input offsets
+//! (`send_offsets_to_transaction`), history records, dead letters and heartbeats commit in
+//! one Kafka transaction; only after it committed is the RocksDB batch (folded state, dedup
+//! ids, the history offset it reflects, pending own events) written. A failed transaction
+//! is aborted and the log re-adopted (invariant 3). The crash seams of `failpoints.rs` mark
+//! each step.
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::failpoints::crash;
+use crate::rebalance::Ctx;
+use crate::store::{StateStore, StoreBatch};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+use rf_runtime::error::{Error, Result};
+use rf_runtime::kafka::{abort, commit_drained, transactional_producer};
+use std::time::{Duration, Instant};
+
+/// Recoveries allowed without a successful commit in between (a fence or a broker restart
+/// needs one or two; a record that can never be sent fails every time).
+const MAX_RECOVERIES_IN_A_ROW: u32 = 5;
+
+/// One producer per instance (EOS v2 fences through the consumer-group generation). The id
+/// comes from the state store, so a restart after kill -9 on the same state fences the
+/// dead instance's producer and aborts its open transaction at once, instead of leaving
+/// it to hold back read_committed readers until `transaction.timeout.ms`.
+pub fn transactional_id(cfg: &Config, instance_id: &str) -> String {
+    format!("rf-processor-{}-{instance_id}", cfg.region)
+}
+
+impl Engine {
+    /// Open a transaction unless one is open.
+    pub(crate) fn begin(&mut self) -> Result<()> {
+        if !self.in_txn {
+            self.producer.begin_transaction()?;
+            self.in_txn = true;
+            self.txn_started = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Commit the open transaction; on failure abort it and re-adopt the log.
+    pub fn commit(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
+        if !self.in_txn {
+            return Ok(());
+        }
+        match self.try_commit(c) {
+            Ok(()) => {
+                self.stats.counters.commits.inc();
+                self.failed_in_a_row = 0;
+                Ok(())
+            }
+            Err(e) => self.recover(c, e),
+        }
+    }
+
+    /// The one way out of a failed transaction (a failed send, a failed commit, a fenced
+    /// or timed-out producer): abort it, or, if the producer cannot abort (fenced, fatal),
+    /// re-create it, which fences any zombie in turn; then re-adopt the log (invariant 3)
+    /// and move the consumer back to the adopted positions. Only a fatal error (the state
+    /// store) stops the process.
+    pub fn recover(&mut self, c: &BaseConsumer<Ctx>, cause: Error) -> Result<()> {
+        if !cause.is_retriable() {
+            return Err(cause);
+        }
+        self.failed_in_a_row += 1;
+        if self.failed_in_a_row > MAX_RECOVERIES_IN_A_ROW {
+            tracing::error!(error = %cause, "transactions keep failing without a commit in between; stopping");
+            return Err(cause);
+        }
+        tracing::warn!(error = %cause, "transaction failed; aborting and re-adopting the log");
+        self.stats.counters.aborts.inc();
+        self.in_txn = false;
+        self.offsets.clear();
+        // The aborted events' pending copies go too; the re-adoption below reloads what
+        // the log holds.
+        self.unsaved.put.clear();
+        if let Err(e2) = abort(&self.producer) {
+            tracing::warn!(error = %e2, "abort failed; re-creating the producer");
+            self.stats.counters.producer_resets.inc();
+            self.producer = transactional_producer(
+                &self.cfg.bootstrap_servers,
+                &self.cfg.kafka,
+                &transactional_id(&self.cfg, &self.store.instance_id()?),
+            )?;
+        }
+        self.readopt(c)
+    }
+
+    fn try_commit(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
+        fail::fail_point!("rf::before_commit", |_| -> Result<()> {
+            crash("rf::before_commit")
+        });
+        let commit_started = Instant::now();
+        // One span per transaction: its input offsets and, once delivered, the history
+        // offsets it wrote (JSON logs carry them on every line inside).
+        let span = tracing::info_span!(
+            "txn",
+            input = ?self.offsets,
+            history = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        if !self.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in &self.offsets {
+                tpl.add_partition_offset(&self.cfg.events_topic, *p, Offset::Offset(*o))?;
+            }
+            let meta = c
+                .group_metadata()
+                .ok_or_else(|| Error::Aborted("no consumer group metadata".into()))?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))?;
+        }
+        let delivered = commit_drained(&self.producer, Duration::from_secs(30))?;
+        span.record("history", tracing::field::debug(&delivered.max_offset));
+        self.stats
+            .metrics
+            .commit_seconds
+            .with_label_values(&[self.cfg.region.as_str()])
+            .observe(commit_started.elapsed().as_secs_f64());
+        fail::fail_point!("rf::after_commit", |_| -> Result<()> {
+            crash("rf::after_commit")
+        });
+        self.in_txn = false;
+        self.offsets.clear();
+        let mut batch = StoreBatch::default();
+        let now = self.clock.now_ms();
+        for (p, fold) in self.folds.iter_mut() {
+            let next = delivered
+                .max_offset
+                .get(&(self.cfg.history_topic.clone(), *p))
+                .map(|o| o + 1);
+            fold.take_batch(next, now, &mut batch);
+        }
+        batch.pending_put = std::mem::take(&mut self.unsaved.put);
+        batch.pending_del = std::mem::take(&mut self.unsaved.del);
+        self.store.write(batch)?;
+        self.update_gauges(c);
+        fail::fail_point!("rf::after_store", |_| -> Result<()> {
+            crash("rf::after_store")
+        });
+        Ok(())
+    }
+
+    /// Consumer lag, HLC drift and RocksDB sizes, at most once a second.
+    fn update_gauges(&mut self, c: &BaseConsumer<Ctx>) {
+        if self.gauges_at.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.gauges_at = Instant::now();
+        let m = &self.stats.metrics;
+        let region = self.cfg.region.as_str();
+        let ends = c.context().ends.lock().expect("ends lock").clone();
+        for (p, fold) in &self.folds {
+            if let (Some(end), true) = (ends.get(p), fold.meta.input_next >= 0) {
+                m.consumer_lag
+                    .with_label_values(&[region, &p.to_string()])
+                    .set((end - fold.meta.input_next).max(0));
+            }
+        }
+        let now = self.clock.now_ms();
+        if let Some(h) = self.folds.values().map(|f| f.last_hlc().physical_ms).max() {
+            m.hlc_drift_ms.with_label_values(&[region]).set(h - now);
+        }
+        let (live, pending) = self.store.sizes();
+        m.rocksdb_live_sst_bytes
+            .with_label_values(&[region])
+            .set(live as i64);
+        m.rocksdb_pending_compaction_bytes
+            .with_label_values(&[region])
+            .set(pending as i64);
+    }
+
+    /// After an abort: the log, as readers see it, is the truth. Restore every owned
+    /// partition again and move the consumer to the adopted input positions.
+    fn readopt(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
+        let parts: Vec<i32> = self.folds.keys().copied().collect();
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition(&self.cfg.events_topic, *p);
+        }
+        self.folds.clear();
+        self.on_assign(c, &mut tpl)?;
+        for el in tpl.elements() {
+            c.seek(
+                &self.cfg.events_topic,
+                el.partition(),
+                el.offset(),
+                Duration::from_secs(10),
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! The engine: what the processor holds between polls (folds per owned partition, the open
+//! transaction, the store, the producer) and the steps of the loop that are not the commit
+//! protocol (`commit.rs`) or partition moves (`rebalance.rs`): deciding one input record,
+//! heartbeats, and what is read back from `reconciled`.
+
+use crate::config::Config;
+use crate::failpoints::crash;
+use crate::fold::{Decision, PartitionFold};
+use crate::records::{dead_letter, history_headers, Source};
+use crate::stats::SharedStats;
+use crate::store::RocksStore;
+use crate::view::Unsaved;
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use rf_core::Clock;
+use rf_runtime::error::{Error, Result};
+use rf_runtime::kafka::{send, TxnProducer};
+use rf_schemas::{Codec, Event};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Engine {
+    pub(crate) cfg: Config,
+    pub(crate) store: RocksStore,
+    pub(crate) producer: TxnProducer,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) folds: BTreeMap<i32, PartitionFold>,
+    pub(crate) in_txn: bool,
+    pub(crate) txn_started: Instant,
+    /// Next input offset per partition to commit with the open transaction.
+    pub(crate) offsets: BTreeMap<i32, i64>,
+    pub(crate) last_write: HashMap<i32, Instant>,
+    /// An error raised inside a rebalance callback, for the loop to stop with.
+    pub(crate) fatal: Option<Error>,
+    /// Recoveries since the last successful commit: a record that fails every time (a
+    /// poison send) must stop the process with its error, not loop forever.
+    pub(crate) failed_in_a_row: u32,
+    pub(crate) stats: SharedStats,
+    /// When the gauges were last updated.
+    pub(crate) gauges_at: Instant,
+    /// Highest `reconciled` offset applied per partition.
+    pub(crate) follow_seen: HashMap<i32, i64>,
+    /// Our producer's transactional id, written on every history record (`rf-writer`).
+    pub(crate) txn_id: String,
+    /// Whether inventory admission uses the regional view (a home cluster is configured).
+    pub(crate) use_view: bool,
+    /// Pending own events to persist or delete with the next commit.
+    pub(crate) unsaved: Unsaved,
+}
+
+impl Engine {
+    pub fn new(
+        cfg: Config,
+        store: RocksStore,
+        producer: TxnProducer,
+        txn_id: String,
+        clock: Arc<dyn Clock>,
+        stats: SharedStats,
+    ) -> Engine {
+        Engine {
+            use_view: !cfg.home_bootstrap_servers.is_empty(),
+            cfg,
+            store,
+            producer,
+            clock,
+            folds: BTreeMap::new(),
+            in_txn: false,
+            txn_started: Instant::now(),
+            offsets: BTreeMap::new(),
+            last_write: HashMap::new(),
+            fatal: None,
+            failed_in_a_row: 0,
+            stats,
+            gauges_at: Instant::now(),
+            follow_seen: HashMap::new(),
+            txn_id,
+            unsaved: Unsaved::default(),
+        }
+    }
+
+    fn produce(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<()> {
+        let mut rec = BaseRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
+        send(&self.producer, rec)
+    }
+
+    /// One input record: decide (dedup, classify, admit against the view), then write its
+    /// history record or dead letter into the open transaction.
+    pub fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let p = m.partition();
+        if !self.folds.contains_key(&p) {
+            return Ok(());
+        }
+        self.begin()?;
+        self.stats.counters.consumed.inc();
+        let now = self.clock.now_ms();
+        let payload = m.payload().unwrap_or(&[]);
+        let fold = self.folds.get_mut(&p).expect("fold");
+        let (store, max) = (&self.store, self.cfg.max_record_bytes);
+        let decision = self
+            .stats
+            .view
+            .admit(p, self.use_view, &mut self.unsaved, |view| {
+                fold.decide(store, view, m.key(), payload, now, max)
+            })?;
+        fold.note_input(m.offset());
+        self.offsets.insert(p, m.offset() + 1);
+        let region = self.cfg.region.as_str();
+        match decision {
+            Decision::Accept(ev) => {
+                if let (Some(client), Some(hlc)) = (ev.client_time_ms, ev.hlc) {
+                    self.stats
+                        .metrics
+                        .event_to_history_seconds
+                        .with_label_values(&[region])
+                        .observe((hlc.physical_ms - client).max(0) as f64 / 1000.0);
+                }
+                if ev.refusal.is_some() {
+                    self.stats.counters.refused.inc();
+                }
+                self.write_history(p, &ev, Some(m.offset()))?;
+                fail::fail_point!("rf::mid_produce", |_| -> Result<()> {
+                    crash("rf::mid_produce")
+                });
+                self.stats.counters.accepted.inc();
+            }
+            Decision::Duplicate => self.stats.counters.duplicates.inc(),
+            Decision::Dead { class, reason } => {
+                tracing::debug!(partition = p, offset = m.offset(), class, %reason, "dead-lettering");
+                let src = Source {
+                    topic: m.topic(),
+                    partition: p,
+                    offset: m.offset(),
+                };
+                let (payload, headers) =
+                    dead_letter(payload, class, &reason, &src, self.cfg.max_record_bytes);
+                let dlq = self.cfg.dlq_topic.clone();
+                self.produce(&dlq, None, m.key().unwrap_or(&[]), payload, headers)?;
+                self.stats.counters.dead_lettered.inc();
+            }
+        }
+        Ok(())
+    }
+
+    fn write_history(&mut self, p: i32, ev: &Event, src_offset: Option<i64>) -> Result<()> {
+        let bytes = Codec::event()
+            .encode(ev)
+            .map_err(|e| Error::Aborted(e.to_string()))?;
+        let headers = history_headers(&self.txn_id, src_offset.map(|o| (p, o)));
+        let topic = self.cfg.history_topic.clone();
+        self.produce(&topic, Some(p), ev.key.as_bytes(), &bytes, headers)?;
+        self.last_write.insert(p, Instant::now());
+        Ok(())
+    }
+
+    /// Invariant 6 support: every idle history partition gets a heartbeat.
+    pub fn heartbeats(&mut self) -> Result<()> {
+        let interval = Duration::from_millis(self.cfg.heartbeat_interval_ms);
+        let now = self.clock.now_ms();
+        let idle: Vec<i32> = self
+            .folds
+            .keys()
+            .copied()
+            .filter(|p| {
+                self.last_write
+                    .get(p)
+                    .is_none_or(|t| t.elapsed() >= interval)
+            })
+            .collect();
+        for p in idle {
+            self.begin()?;
+            let hb = self.folds.get_mut(&p).expect("fold").heartbeat(now);
+            self.write_history(p, &hb, None)?;
+            self.stats.counters.heartbeats.inc();
+        }
+        Ok(())
+    }
+
+    /// One record read back from `reconciled`: it goes to the feed, updates the regional
+    /// view (settling own pending events), and another region's HLC is observed by the
+    /// partition's clock.
+    pub fn on_reconciled(&mut self, r: &crate::follow::Remote) {
+        // The follower's group may rebalance and deliver a partition again from the start:
+        // each record counts once.
+        let seen = self.follow_seen.entry(r.partition).or_insert(-1);
+        if r.offset <= *seen {
+            return;
+        }
+        *seen = r.offset;
+        self.stats.feed.publish(
+            r.partition,
+            r.offset,
+            &r.record.event.key,
+            crate::serve::feed_json(r).to_string(),
+        );
+        self.stats
+            .view
+            .reconciled(r.partition, &r.record, &mut self.unsaved);
+        if r.region != self.cfg.region {
+            self.observe_remote(r);
+        }
+    }
+
+    /// Invariant 4: a timestamp another region stamped advances the owning partition's
+    /// clock unless it is beyond the max offset ahead; then it is counted, never adopted.
+    fn observe_remote(&mut self, r: &crate::follow::Remote) {
+        let now = self.clock.now_ms();
+        let Some(fold) = self.folds.get_mut(&r.partition) else {
+            return;
+        };
+        match fold.clock.observe(r.hlc, now) {
+            rf_core::clock::Observed::Merged => self.stats.counters.remote_observed.inc(),
+            rf_core::clock::Observed::RejectedSkew { ahead_ms } => {
+                let n = self.stats.counters.clock_skew_rejected.get();
+                self.stats.counters.clock_skew_rejected.inc();
+                if n.is_power_of_two() {
+                    tracing::warn!(region = %r.region, partition = r.partition, ahead_ms, rejected = n + 1, "remote HLC beyond the max clock offset: not adopted");
+                }
+            }
+        }
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.stats
+            .ready
+            .store(ready, std::sync::atomic::Ordering::SeqCst);
+        self.stats
+            .metrics
+            .ready
+            .with_label_values(&[self.cfg.region.as_str()])
+            .set(ready as i64);
+    }
+}

@@ -1,0 +1,131 @@
+//! What the processor serves on top of the runtime's HTTP base: `/state/{key}` (the
+//! regional view and the reconciled state of a key, JSON) and `/feed` (Server-Sent Events
+//! of reconciled changes, `?prefix=` filter, resumable with `Last-Event-ID`), and the JSON
+//! both are made of.
+
+use crate::feed::{Change, Subscription};
+use crate::follow::Remote;
+use crate::stats::SharedStats;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::{self, Stream};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// The processor's own routes.
+pub fn routes(stats: SharedStats) -> Router {
+    Router::new()
+        .route("/state/{key}", get(state))
+        .route("/feed", get(feed))
+        .with_state(stats)
+}
+
+/// The base's `/metrics` hook: gauges computed on demand.
+pub fn before_scrape(stats: &SharedStats) {
+    stats
+        .metrics
+        .view_pending_events
+        .with_label_values(&[stats.region.as_str()])
+        .set(stats.view.pending_count() as i64);
+}
+
+/// `/state/{key}`: the regional view and the reconciled state of one key.
+pub fn state_json(stats: &SharedStats, key: &str) -> Option<serde_json::Value> {
+    let v = stats.view.lock();
+    let view = v.view(key);
+    let rec = v.reconciled_state(key).cloned();
+    if view.is_none() && rec.is_none() {
+        return None;
+    }
+    let json = |s: Option<rf_core::AggState>| {
+        s.map(|s| serde_json::from_str::<serde_json::Value>(&s.to_json()).unwrap_or_default())
+    };
+    Some(serde_json::json!({
+        "key": key,
+        "view": json(view),
+        "reconciled": json(rec),
+    }))
+}
+
+/// One `/feed` change: a reconciled record as read back, with its stable id.
+pub fn feed_json(r: &Remote) -> serde_json::Value {
+    let rec = &r.record;
+    serde_json::json!({
+        "id": format!("{}-{}", r.partition, r.offset),
+        "key": rec.event.key,
+        "event_id": rec.event.event_id,
+        "region": rec.event.region,
+        "hlc": rec.event.hlc.map(|h| serde_json::json!({"physical_ms": h.physical_ms, "logical": h.logical})),
+        "outcome": rf_schemas::Outcome::SYMBOLS[rec.outcome.index() as usize],
+        "reason": rec.reason,
+        "state": serde_json::from_str::<serde_json::Value>(&rec.state_json).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+async fn state(State(s): State<SharedStats>, Path(key): Path<String>) -> Response {
+    match state_json(&s, &key) {
+        Some(v) => axum::Json(v).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no state for {key:?}")).into_response(),
+    }
+}
+
+async fn feed(
+    State(s): State<SharedStats>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let sub = s.feed.subscribe(&prefix, last.as_deref());
+    Sse::new(changes(sub, prefix))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response()
+}
+
+fn changes(
+    sub: Subscription,
+    prefix: String,
+) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
+    let first = sub.reset.then(|| {
+        Event::default()
+            .event("reset")
+            .data("resume point lost: re-read /state")
+    });
+    let replay = sub.replay.into_iter();
+    stream::unfold(
+        (first, replay, sub.live, sub.after_seq, prefix),
+        |(mut first, mut replay, mut live, after, prefix)| async move {
+            if let Some(ev) = first.take() {
+                return Some((Ok(ev), (None, replay, live, after, prefix)));
+            }
+            let to_event = |c: &Change| {
+                Event::default()
+                    .id(c.id.clone())
+                    .event("change")
+                    .data(c.data.clone())
+            };
+            if let Some(c) = replay.next() {
+                return Some((Ok(to_event(&c)), (None, replay, live, after, prefix)));
+            }
+            loop {
+                match live.recv().await {
+                    Ok(c) if c.seq > after && c.key.starts_with(&prefix) => {
+                        return Some((Ok(to_event(&c)), (None, replay, live, after, prefix)));
+                    }
+                    Ok(_) => continue,
+                    // Too slow (or the feed is gone): drop this client; it may resume with
+                    // Last-Event-ID.
+                    Err(_) => return None,
+                }
+            }
+        },
+    )
+}

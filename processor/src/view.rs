@@ -1,0 +1,103 @@
+//! The regional view (invariant 7) behind one entry point. `rf_core::RegionalView` is the
+//! I/O-free logic; this wraps it for the processor: every change the pipeline makes to
+//! the view goes through one of the methods below, each returning (in `Unsaved`) the
+//! pending own events to persist or delete with the next commit's store batch. Readers
+//! (`/state`, `/metrics`, tests) take `lock()`; the lock is never held across Kafka I/O.
+
+use crate::fold::Decision;
+use rf_core::RegionalView;
+use rf_schemas::{Event, Hlc, ReconciledEvent};
+use std::sync::{Mutex, MutexGuard};
+
+/// Pending own events to write to (`put`) or delete from (`del`) the store's `pending`
+/// column family with the next commit.
+#[derive(Debug, Default)]
+pub struct Unsaved {
+    pub put: Vec<(i32, Event)>,
+    pub del: Vec<(i32, String, Hlc)>,
+}
+
+#[derive(Debug)]
+pub struct View {
+    inner: Mutex<RegionalView>,
+}
+
+impl View {
+    pub fn new(region: &str) -> View {
+        View {
+            inner: Mutex::new(RegionalView::new(region)),
+        }
+    }
+
+    /// Read access.
+    pub fn lock(&self) -> MutexGuard<'_, RegionalView> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start afresh (a new run of the processor).
+    pub fn reset(&self, region: &str) {
+        *self.lock() = RegionalView::new(region);
+    }
+
+    /// Decide one input record against the view (`decide` gets the view when `use_view`)
+    /// and, under the same lock, hold an admitted own event pending.
+    pub fn admit<E>(
+        &self,
+        partition: i32,
+        use_view: bool,
+        unsaved: &mut Unsaved,
+        decide: impl FnOnce(Option<&RegionalView>) -> Result<Decision, E>,
+    ) -> Result<Decision, E> {
+        let mut view = self.lock();
+        let decision = decide(use_view.then_some(&*view))?;
+        if let Decision::Accept(ev) = &decision {
+            if use_view && ev.refusal.is_none() && view.accepted(partition, ev) {
+                unsaved.put.push((partition, ev.clone()));
+            }
+        }
+        Ok(decision)
+    }
+
+    /// A partition was restored: reload its pending own events. Stored ones the view has
+    /// already settled are deleted; ones adopted from the history tail that it has not are
+    /// persisted.
+    pub fn restored(
+        &self,
+        partition: i32,
+        stored: &[Event],
+        adopted: Vec<Event>,
+        unsaved: &mut Unsaved,
+    ) {
+        let mut view = self.lock();
+        view.forget_partition(partition);
+        for ev in stored {
+            if !view.accepted(partition, ev) {
+                unsaved
+                    .del
+                    .push((partition, ev.key.clone(), ev.hlc.unwrap_or_default()));
+            }
+        }
+        for ev in adopted {
+            if view.accepted(partition, &ev) {
+                unsaved.put.push((partition, ev));
+            }
+        }
+    }
+
+    /// A partition moved away.
+    pub fn revoked(&self, partition: i32) {
+        self.lock().forget_partition(partition);
+    }
+
+    /// A record read back from `reconciled` (of `partition`): settle own pending events.
+    pub fn reconciled(&self, partition: i32, rec: &ReconciledEvent, unsaved: &mut Unsaved) {
+        let settled = self.lock().reconciled(rec);
+        unsaved
+            .del
+            .extend(settled.into_iter().map(|(k, h)| (partition, k, h)));
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.lock().pending_count()
+    }
+}

@@ -1,0 +1,293 @@
+//! The reconciler value: per owned partition index its merge (`merge.rs`, the I/O-free
+//! core), the history position read per (region, partition), conflicts found on arrival,
+//! and the transactional producer on the home cluster. Its two steps are `offer` (one
+//! history record in) and `release` (what every watermark has passed, out, in one
+//! transaction, each reconciled record carrying the history offsets a restart resumes
+//! from).
+
+use crate::config::Config;
+use crate::merge::{resume_points, PartitionMerge};
+use crate::restore::restore_partition;
+use crate::stats::Stats;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use rf_core::Clock;
+use rf_runtime::kafka::{
+    abort, client_config, commit_drained, read_committed, send, transactional_producer, TxnProducer,
+};
+use rf_runtime::Error;
+use rf_schemas::{headers, Codec, Conflict};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Reconciler {
+    cfg: Config,
+    regions: Vec<String>,
+    merges: BTreeMap<i32, PartitionMerge>,
+    /// Next history offset to read per (region, partition).
+    positions: BTreeMap<(String, i32), i64>,
+    producer: TxnProducer,
+    clock: Arc<dyn Clock>,
+    stats: Arc<Stats>,
+    /// Conflicts found on arrival (cross-region duplicates, skew): the next transaction's.
+    early: Vec<Conflict>,
+}
+
+/// One history consumer per region, on that region's cluster.
+pub struct Source {
+    pub region: String,
+    pub consumer: BaseConsumer,
+}
+
+fn partition_count(bootstrap: &str, cfg: &Config, topic: &str) -> Result<i32, Error> {
+    let c: BaseConsumer = client_config(bootstrap, &cfg.kafka).create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let n = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0) as i32;
+    if n == 0 {
+        return Err(Error::Config {
+            field: "reconciled_topic",
+            reason: format!("topic {topic} has no partitions on {bootstrap}"),
+        });
+    }
+    Ok(n)
+}
+
+impl Reconciler {
+    /// Fence, adopt our own output (invariant 3), and open one history consumer per region
+    /// at the adopted positions.
+    pub fn start(
+        cfg: Config,
+        clock: Arc<dyn Clock>,
+        stats: Arc<Stats>,
+    ) -> Result<(Reconciler, Vec<Source>), Error> {
+        let n = partition_count(&cfg.home_bootstrap_servers, &cfg, &cfg.reconciled_topic)?;
+        let owned: Vec<i32> = if cfg.partitions.is_empty() {
+            (0..n).collect()
+        } else {
+            cfg.partitions.clone()
+        };
+        let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
+        // Fence first: initialising the transactional id aborts whatever a previous
+        // incarnation left open, so the restore below reads the log to its real end (until
+        // then, that open transaction holds back every read_committed reader, and on Tansu
+        // it would never time out).
+        let producer = transactional_producer(
+            &cfg.home_bootstrap_servers,
+            &cfg.kafka,
+            &format!("rf-reconciler-{}", cfg.instance),
+        )?;
+        let mut merges = BTreeMap::new();
+        let mut positions = BTreeMap::new();
+        for &p in &owned {
+            let r = restore_partition(&cfg, p)?;
+            stats
+                .restored_records
+                .fetch_add(r.records, Ordering::Relaxed);
+            for region in &regions {
+                positions.insert(
+                    (region.clone(), p),
+                    r.resume.get(region).copied().unwrap_or(0),
+                );
+            }
+            merges.insert(p, r.merge);
+        }
+        let mut sources = Vec::new();
+        for src in &cfg.regions {
+            let group = format!("rf-reconciler-{}", cfg.instance);
+            let c: BaseConsumer =
+                read_committed(&src.bootstrap_servers, &cfg.kafka, &group).create()?;
+            let mut tpl = TopicPartitionList::new();
+            for &p in &owned {
+                tpl.add_partition_offset(
+                    &cfg.history_topic,
+                    p,
+                    Offset::Offset(positions[&(src.name.clone(), p)]),
+                )?;
+            }
+            c.assign(&tpl)?;
+            sources.push(Source {
+                region: src.name.clone(),
+                consumer: c,
+            });
+        }
+        tracing::info!(partitions = ?owned, ?regions, "reconciler started");
+        let rec = Reconciler {
+            cfg,
+            regions,
+            merges,
+            positions,
+            producer,
+            clock,
+            stats,
+            early: Vec::new(),
+        };
+        Ok((rec, sources))
+    }
+
+    /// One history record of `region` read: offer it to its partition's merge.
+    pub fn offer(&mut self, region: &str, m: &BorrowedMessage<'_>) {
+        let p = m.partition();
+        self.positions
+            .insert((region.to_owned(), p), m.offset() + 1);
+        let Some(merge) = self.merges.get_mut(&p) else {
+            return;
+        };
+        match m.payload().map(|b| Codec::event().decode(b)) {
+            Some(Ok(ev)) => {
+                self.stats.history_records.fetch_add(1, Ordering::Relaxed);
+                let conflicts = merge.offer(region, ev, m.offset(), self.clock.now_ms());
+                self.stats
+                    .conflicts
+                    .fetch_add(conflicts.len() as u64, Ordering::Relaxed);
+                self.early.extend(conflicts);
+            }
+            _ => {
+                tracing::warn!(%region, partition = p, offset = m.offset(), "undecodable history record skipped")
+            }
+        }
+    }
+
+    /// Conflicts released with a partition go to the same partition index; conflicts
+    /// found on arrival are keyed and left to the partitioner.
+    fn send_conflict(&self, partition: Option<i32>, c: &Conflict) -> Result<(), Error> {
+        let bytes = Codec::conflict()
+            .encode(c)
+            .map_err(|e| Error::Aborted(e.to_string()))?;
+        let mut rec = BaseRecord::to(&self.cfg.conflicts_topic)
+            .key(c.key.as_bytes())
+            .payload(&bytes[..]);
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
+        send(&self.producer, rec)
+    }
+
+    /// Release what every region's watermark has passed (invariant 6), in one transaction
+    /// on the home cluster with the conflicts found since the last one.
+    pub fn release(&mut self) -> Result<(), Error> {
+        let now = self.clock.now_ms();
+        let mut lag: BTreeMap<String, i64> = BTreeMap::new();
+        let mut outputs = Vec::new();
+        let mut buffered = 0u64;
+        for (p, merge) in self.merges.iter_mut() {
+            // A region with no watermark yet (nothing read from it) is left out: its lag
+            // is unknown, not "since 1970".
+            for r in &self.regions {
+                if let Some(wm) = merge.watermark(r) {
+                    let l = lag.entry(r.clone()).or_insert(0);
+                    *l = (*l).max(now - wm.physical_ms);
+                }
+            }
+            let released = merge.drain(&self.regions, now);
+            buffered += merge.buffered() as u64;
+            if released.reconciled.is_empty() && released.conflicts.is_empty() {
+                continue;
+            }
+            let positions = &self.positions;
+            let resume: Vec<Vec<(String, String)>> =
+                resume_points(&self.regions, &released.sources, |r| {
+                    merge.resume_after_release(
+                        r,
+                        positions.get(&(r.to_owned(), *p)).copied().unwrap_or(0),
+                    )
+                })
+                .into_iter()
+                .map(|m| {
+                    m.into_iter()
+                        .map(|(r, at)| (headers::resume_header(&r), at.to_string()))
+                        .collect()
+                })
+                .collect();
+            outputs.push((*p, released, resume));
+        }
+        for (r, l) in &lag {
+            self.stats
+                .metrics
+                .watermark_lag_ms
+                .with_label_values(&[r.as_str()])
+                .set(*l);
+        }
+        *self.stats.watermark_lag_ms.lock().expect("lag lock") = lag;
+        self.stats.buffered.store(buffered, Ordering::Relaxed);
+        let early = std::mem::take(&mut self.early);
+        if outputs.is_empty() && early.is_empty() {
+            return Ok(());
+        }
+        let _span = tracing::info_span!(
+            "release",
+            partitions = ?outputs.iter().map(|(p, r, _)| (*p, r.reconciled.len())).collect::<Vec<_>>(),
+            early_conflicts = early.len()
+        )
+        .entered();
+        self.producer.begin_transaction()?;
+        let mut n_rec = 0;
+        let mut n_con = 0;
+        for (p, released, resume) in &outputs {
+            for (rec, resume) in released.reconciled.iter().zip(resume) {
+                let bytes = Codec::reconciled()
+                    .encode(rec)
+                    .map_err(|e| Error::Aborted(e.to_string()))?;
+                let mut hs = OwnedHeaders::new();
+                for (k, v) in resume {
+                    hs = hs.insert(Header {
+                        key: k,
+                        value: Some(v),
+                    });
+                }
+                send(
+                    &self.producer,
+                    BaseRecord::to(&self.cfg.reconciled_topic)
+                        .partition(*p)
+                        .key(rec.event.key.as_bytes())
+                        .payload(&bytes[..])
+                        .headers(hs),
+                )?;
+                n_rec += 1;
+            }
+            for c in &released.conflicts {
+                self.send_conflict(Some(*p), c)?;
+                n_con += 1;
+            }
+        }
+        for c in &early {
+            self.send_conflict(None, c)?;
+        }
+        if let Err(e) = commit_drained(&self.producer, Duration::from_secs(30)) {
+            // The released records are gone from memory: stop, and let the restart adopt
+            // whatever the log shows (invariant 3) rather than guess.
+            let _ = abort(&self.producer);
+            return Err(e);
+        }
+        let s = &self.stats;
+        s.reconciled.fetch_add(n_rec, Ordering::Relaxed);
+        s.conflicts.fetch_add(n_con, Ordering::Relaxed);
+        for (_, released, _) in &outputs {
+            for rec in &released.reconciled {
+                let hlc_ms = rec.event.hlc.map_or(now, |h| h.physical_ms);
+                s.metrics
+                    .reconcile_latency
+                    .observe((now - hlc_ms).max(0) as f64 / 1000.0);
+            }
+        }
+        for c in outputs
+            .iter()
+            .flat_map(|(_, r, _)| r.conflicts.iter())
+            .chain(&early)
+        {
+            s.metrics
+                .conflicts
+                .with_label_values(&[c.kind.as_str()])
+                .inc();
+        }
+        s.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
