@@ -11,4 +11,5 @@ pub mod cluster;
 pub mod http_client;
 pub mod netns;
 pub mod process;
+pub mod python;
 pub mod workload;
