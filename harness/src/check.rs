@@ -509,3 +509,12 @@ pub fn read_all_history_hlcs(
     .map(|(_, h)| h)
     .collect())
 }
+
+/// The highest HLC physical time in a region's `history` (heartbeats included).
+pub fn max_history_physical_ms(bootstrap: &str, partitions: i32) -> Result<i64, String> {
+    read_all_history_hlcs(bootstrap, partitions)?
+        .into_iter()
+        .map(|h| h.physical_ms)
+        .max()
+        .ok_or_else(|| "history is empty".to_owned())
+}

@@ -273,6 +273,39 @@ impl Cluster {
         }
     }
 
+    /// Every region's bootstrap servers, in region order (for publishers).
+    pub fn bootstraps(&self) -> Vec<String> {
+        self.regions.iter().map(|(_, b)| b.bootstrap()).collect()
+    }
+
+    /// Records the in-process reconciler has written to `reconciled` (0 before it runs).
+    pub fn reconciled_so_far(&self) -> u64 {
+        self.reconciler.as_ref().map_or(0, |r| {
+            r.stats
+                .reconciled
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// Events the in-process reconciler holds back behind a watermark.
+    pub fn reconciler_buffered(&self) -> u64 {
+        self.reconciler.as_ref().map_or(0, |r| {
+            r.stats.buffered.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// Where the in-process reconciler's HTTP endpoints listen.
+    pub fn reconciler_http(&self) -> Option<std::net::SocketAddr> {
+        *self.reconciler.as_ref()?.stats.http_addr.lock().ok()?
+    }
+
+    /// Wait, with a deadline, until the processors have consumed `n` input records.
+    pub fn wait_consumed(&self, n: usize, timeout: std::time::Duration) -> Result<(), String> {
+        self.wait_until(timeout, "every record consumed", |c| {
+            Ok(c.processor_sum(|s| &s.consumed) as usize >= n)
+        })
+    }
+
     /// Sum of one processor counter over all processors.
     pub fn processor_sum(&self, f: impl Fn(&Counters) -> &prometheus::IntCounter) -> u64 {
         self.processors

@@ -38,6 +38,9 @@ pub struct ChildProcess {
 /// The processor binary as a child process.
 pub type ChildProcessor = ChildProcess;
 
+/// What a processor logs once its assigned partitions are restored and it processes.
+pub const RESTORED: &str = "partitions assigned and restored";
+
 impl ChildProcess {
     /// Start `processor` for `cfg`, appending its output to `<state_dir>.log`; `env` adds
     /// environment variables (e.g. `RF_FAILPOINTS`).
@@ -205,6 +208,31 @@ impl ChildProcess {
         }
     }
 
+    /// A processor started on `cfg`, once it has restored its partitions and is
+    /// processing (the log line `rebalance.rs` writes).
+    pub fn spawn_restored(
+        cfg: &rf_processor::Config,
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let mut p = Self::spawn(cfg, env)?;
+        p.wait_log(RESTORED, timeout)?;
+        Ok(p)
+    }
+
+    /// SIGTERM, and fail unless it stops cleanly (exit 0) within 30 s.
+    pub fn stop_gracefully(&mut self) -> Result<(), String> {
+        let st = self.terminate(Duration::from_secs(30))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "graceful stop failed ({st}):\n{}",
+                self.log_tail(30)
+            ))
+        }
+    }
+
     /// Whether this run (not an earlier one on the same state) logged `pattern`.
     pub fn log_contains(&self, pattern: &str) -> bool {
         std::fs::read(&self.log)
@@ -264,4 +292,25 @@ pub fn wait_drained(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Wait until `p` has drained the input up to `ends` (the group committed them), then stop
+/// it gracefully.
+pub fn drain_and_stop(
+    p: &mut ChildProcessor,
+    bootstrap: &str,
+    group: &str,
+    ends: &crate::workload::EndOffsets,
+    timeout: Duration,
+) -> Result<(), String> {
+    wait_drained(bootstrap, group, ends, &mut [&mut *p], timeout)?;
+    p.stop_gracefully()
+}
+
+/// A count from the environment (soak knobs such as `RF_KILLS`), or `default`.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -4,7 +4,7 @@
 //! arrival); the other region reads the HLCs back from `reconciled` and its own clock is not
 //! dragged forward.
 use rf_core::{Clock, ManualClock, SystemClock};
-use rf_harness::check::{check, read_all_history_hlcs, reconciled_count};
+use rf_harness::check::{check, max_history_physical_ms, reconciled_count};
 use rf_harness::cluster::Cluster;
 use rf_harness::workload::{generate, publish, Workload};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ fn a_clock_running_ahead_is_reported_and_drags_no_one() {
         },
         2,
     );
-    let bs: Vec<String> = regions.iter().map(|r| c.bootstrap(r)).collect();
+    let bs = c.bootstraps();
     publish(&bs, &recs, |_| {}).unwrap();
     let want = ledger.distinct.len();
     c.wait_until(Duration::from_secs(180), "all reconciled", |c| {
@@ -52,22 +52,12 @@ fn a_clock_running_ahead_is_reported_and_drags_no_one() {
         report.conflicts
     );
     // Steady's own stamps stay near its wall clock: never 5 s ahead.
-    let steady_max = read_all_history_hlcs(&c.bootstrap("steady"), 4)
-        .unwrap()
-        .into_iter()
-        .map(|h| h.physical_ms)
-        .max()
-        .unwrap();
+    let steady_max = max_history_physical_ms(&c.bootstrap("steady"), 4).unwrap();
     assert!(
         steady_max <= end_wall + 500,
         "steady's HLC was dragged forward: {steady_max} vs wall {end_wall}"
     );
-    let ahead_max = read_all_history_hlcs(&c.bootstrap("ahead"), 4)
-        .unwrap()
-        .into_iter()
-        .map(|h| h.physical_ms)
-        .max()
-        .unwrap();
+    let ahead_max = max_history_physical_ms(&c.bootstrap("ahead"), 4).unwrap();
     assert!(
         ahead_max > end_wall + 3_000,
         "the skewed region was not skewed"

@@ -12,7 +12,6 @@ use rf_harness::cluster::Cluster;
 use rf_harness::workload::{outgoing, Publisher};
 use rf_schemas::{ConflictKind, Op, Outcome};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const ITEM: &str = "stock:flash";
@@ -34,7 +33,7 @@ fn flash_sale_never_oversells_after_a_partition() {
         c.start_processor(r, 0);
     }
     c.start_reconciler();
-    let bs: Vec<String> = regions.iter().map(|r| c.bootstrap(r)).collect();
+    let bs = c.bootstraps();
     let publisher = Publisher::new_in(&bs, &c.namespace_names()).unwrap();
     let started = Instant::now();
     let t = || started.elapsed().as_secs_f64();
@@ -71,15 +70,7 @@ fn flash_sale_never_oversells_after_a_partition() {
     c.wait_until(
         Duration::from_secs(60),
         "the first 300 to be reconciled",
-        |c| {
-            Ok(c.reconciler
-                .as_ref()
-                .unwrap()
-                .stats
-                .reconciled
-                .load(Ordering::Relaxed)
-                >= 301)
-        },
+        |c| Ok(c.reconciled_so_far() >= 301),
     )
     .unwrap();
     c.cut("c").unwrap();
@@ -103,13 +94,7 @@ fn flash_sale_never_oversells_after_a_partition() {
     publisher.send(&attempts[3_000..], |_| {});
     publisher.flush().unwrap();
     c.wait_until(Duration::from_secs(120), "everything reconciled", |c| {
-        Ok(c.reconciler
-            .as_ref()
-            .unwrap()
-            .stats
-            .reconciled
-            .load(Ordering::Relaxed)
-            >= 5_001)
+        Ok(c.reconciled_so_far() >= 5_001)
     })
     .unwrap();
     let errs = c.stop_all();

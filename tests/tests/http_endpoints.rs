@@ -13,7 +13,6 @@ use rf_schemas::Codec;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -153,17 +152,11 @@ fn ready_metrics_state_and_a_resumable_feed() {
     const PREFIX: &str = "likes:1";
     let first = sse(a, &format!("/feed?prefix={PREFIX}"), None, 40);
 
-    let bs: Vec<String> = regions.iter().map(|r| c.bootstrap(r)).collect();
+    let bs = c.bootstraps();
     publish(&bs, &recs, |_| {}).unwrap();
     let want = ledger.distinct.len() as u64;
     c.wait_until(Duration::from_secs(120), "everything reconciled", |c| {
-        Ok(c.reconciler
-            .as_ref()
-            .unwrap()
-            .stats
-            .reconciled
-            .load(Ordering::Relaxed)
-            >= want
+        Ok(c.reconciled_so_far() >= want
             && c.processors[0].stats.view.lock().reconciled_seen >= want)
     })
     .unwrap();
@@ -195,15 +188,7 @@ fn ready_metrics_state_and_a_resumable_feed() {
         "{m}"
     );
     // The reconciler's.
-    let r = c
-        .reconciler
-        .as_ref()
-        .unwrap()
-        .stats
-        .http_addr
-        .lock()
-        .unwrap()
-        .unwrap();
+    let r = c.reconciler_http().unwrap();
     let (_, rm) = get(r, "/metrics");
     assert_eq!(sample(&rm, "rf_reconciled_events_total"), Some(want as f64));
     assert_eq!(

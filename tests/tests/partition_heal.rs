@@ -14,7 +14,6 @@ use rf_harness::check::{check, first_difference, read_reconciled, topic_bytes};
 use rf_harness::cluster::Cluster;
 use rf_harness::workload::{generate, Publisher, Workload};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn lag_ms(c: &Cluster, region: &str) -> i64 {
@@ -29,13 +28,6 @@ fn lag_ms(c: &Cluster, region: &str) -> i64 {
                 .copied()
         })
         .unwrap_or(i64::MAX)
-}
-
-fn reconciled_so_far(c: &Cluster) -> u64 {
-    c.reconciler
-        .as_ref()
-        .map(|r| r.stats.reconciled.load(Ordering::Relaxed))
-        .unwrap_or(0)
 }
 
 #[test]
@@ -60,7 +52,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
         },
         regions.len(),
     );
-    let bs: Vec<String> = regions.iter().map(|r| c.bootstrap(r)).collect();
+    let bs = c.bootstraps();
     let publisher = Publisher::new_in(&bs, &c.namespace_names()).unwrap();
     let phases: Vec<_> = recs.chunks(recs.len().div_ceil(3)).collect();
     let started = Instant::now();
@@ -72,19 +64,13 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     c.wait_until(Duration::from_secs(120), "phase 1 reconciled", |c| {
         Ok(c.processor_sum(|s| &s.consumed) >= phases[0].len() as u64
             && regions.iter().all(|r| lag_ms(c, r) < 2_000)
-            && c.reconciler
-                .as_ref()
-                .unwrap()
-                .stats
-                .buffered
-                .load(Ordering::Relaxed)
-                == 0)
+            && c.reconciler_buffered() == 0)
     })
     .unwrap();
     eprintln!(
         "{:.0} s: phase 1 reconciled ({} records)",
         t(),
-        reconciled_so_far(&c)
+        c.reconciled_so_far()
     );
 
     // The cut: c is alone with its broker and its load.
@@ -112,15 +98,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     )
     .unwrap();
     // The same, as an operator sees it: the reconciler's /metrics.
-    let rec_http = c
-        .reconciler
-        .as_ref()
-        .unwrap()
-        .stats
-        .http_addr
-        .lock()
-        .unwrap()
-        .unwrap();
+    let rec_http = c.reconciler_http().unwrap();
     let scraped_lag = || {
         rf_harness::http_client::get(rec_http, "/metrics")
             .ok()
@@ -134,7 +112,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
         lag_scraped_during > 10_000.0,
         "scraped lag during the cut: {lag_scraped_during}"
     );
-    let held_back = reconciled_so_far(&c);
+    let held_back = c.reconciled_so_far();
     let lag_during = lag_ms(&c, "c");
     eprintln!(
         "{:.0} s: cut for {:.0} s; c accepted {acc_during} events alone; reconciled held at {held_back}; c's watermark lag {lag_during} ms",
@@ -151,7 +129,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     c.wait_until(
         Duration::from_secs(180),
         "reconciled to catch up after the heal",
-        |c| Ok(reconciled_so_far(c) >= want),
+        |c| Ok(c.reconciled_so_far() >= want),
     )
     .unwrap();
     let caught_up = healed_at.elapsed();
@@ -254,7 +232,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     c.reconciler = None;
     c.start_reconciler_with(fresh);
     c.wait_until(Duration::from_secs(120), "the fresh reconciler", |c| {
-        Ok(reconciled_so_far(c) >= want)
+        Ok(c.reconciled_so_far() >= want)
     })
     .unwrap();
     let errs = c.stop_all();

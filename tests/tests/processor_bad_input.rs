@@ -20,10 +20,8 @@ fn malformed_records_go_to_the_dlq_with_their_class() {
     let (recs, ledger) = generate(&w, 1);
     c.start_processor("a", 0);
     publish(&[c.bootstrap("a")], &recs, |_| {}).unwrap();
-    c.wait_until(Duration::from_secs(300), "every record consumed", |c| {
-        Ok(c.processor_sum(|s| &s.consumed) as usize >= ledger.records)
-    })
-    .unwrap();
+    c.wait_consumed(ledger.records, Duration::from_secs(300))
+        .unwrap();
     let errs = c.stop_all();
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(

@@ -3,16 +3,10 @@
 //! state: nothing lost, nothing duplicated, RocksDB equals the fold of history.
 use rf_harness::check::verify_region;
 use rf_harness::cluster::Cluster;
-use rf_harness::process::{wait_drained, ChildProcessor};
+use rf_harness::process::{drain_and_stop, ChildProcessor};
 use rf_harness::workload::{generate, publish, EndOffsets, Ledger, Workload};
 use rf_processor::failpoints::SEAMS;
 use std::time::Duration;
-
-const RESTORED: &str = "partitions assigned and restored";
-
-fn drained(p: &mut ChildProcessor, bootstrap: &str, group: &str, ends: &EndOffsets) {
-    wait_drained(bootstrap, group, ends, &mut [p], Duration::from_secs(180)).unwrap();
-}
 
 #[test]
 fn crash_at_every_seam_loses_and_duplicates_nothing() {
@@ -50,15 +44,10 @@ fn crash_at_every_seam_loses_and_duplicates_nothing() {
         );
 
         // The restart must restore (replay the tail the store lacks) before it stops.
-        let mut p = ChildProcessor::spawn(&cfg, &[]).unwrap();
-        p.wait_log(RESTORED, Duration::from_secs(120)).unwrap();
-        drained(&mut p, &bootstrap, &cfg.group_id(), &ends);
-        let st = p.terminate(Duration::from_secs(30)).unwrap();
-        assert!(
-            st.success(),
-            "{seam}: graceful stop failed:\n{}",
-            p.log_tail(30)
-        );
+        let mut p = ChildProcessor::spawn_restored(&cfg, &[], Duration::from_secs(120)).unwrap();
+        let group = cfg.group_id();
+        drain_and_stop(&mut p, &bootstrap, &group, &ends, Duration::from_secs(180))
+            .unwrap_or_else(|e| panic!("{seam}: {e}"));
 
         let report =
             verify_region(&bootstrap, 4, &ledger, std::slice::from_ref(&cfg.state_dir)).unwrap();

@@ -33,9 +33,7 @@ fn fenced_producer_is_reinitialised_not_fatal() {
         },
         1,
     );
-    let mut p = ChildProcessor::spawn(&cfg, &[]).unwrap();
-    p.wait_log("partitions assigned and restored", Duration::from_secs(60))
-        .unwrap();
+    let mut p = ChildProcessor::spawn_restored(&cfg, &[], Duration::from_secs(60)).unwrap();
     let load = {
         let b = vec![bootstrap.clone()];
         std::thread::spawn(move || publish_paced(&b, &recs, Duration::from_secs(12)))
@@ -66,8 +64,7 @@ fn fenced_producer_is_reinitialised_not_fatal() {
         "the fence was not noticed:\n{}",
         p.log_tail(40)
     );
-    let st = p.terminate(Duration::from_secs(30)).unwrap();
-    assert!(st.success(), "graceful stop failed:\n{}", p.log_tail(30));
+    p.stop_gracefully().unwrap();
     let report =
         verify_region(&bootstrap, 4, &ledger, std::slice::from_ref(&cfg.state_dir)).unwrap();
     assert!(report.problems.is_empty(), "{:#?}", report.problems);

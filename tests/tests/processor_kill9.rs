@@ -9,16 +9,13 @@
 use rand::{Rng, SeedableRng};
 use rf_harness::check::verify_region;
 use rf_harness::cluster::Cluster;
-use rf_harness::process::{wait_drained, ChildProcessor};
+use rf_harness::process::{drain_and_stop, env_count, ChildProcessor};
 use rf_harness::workload::{generate, publish_paced, Workload};
 use std::time::{Duration, Instant};
 
 #[test]
 fn processor_survives_repeated_kill9() {
-    let kills: usize = std::env::var("RF_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let kills = env_count("RF_KILLS", 20);
     let seed = 4242;
     let c = Cluster::start(&["a"], 4).unwrap();
     let w = Workload {
@@ -61,23 +58,15 @@ fn processor_survives_repeated_kill9() {
     let ends = load.join().unwrap().unwrap();
 
     // A last run drains the input: wait until the group has committed every record.
-    let mut p = ChildProcessor::spawn(&cfg, &[]).unwrap();
-    p.wait_log("partitions assigned and restored", Duration::from_secs(120))
-        .unwrap();
-    wait_drained(
+    let mut p = ChildProcessor::spawn_restored(&cfg, &[], Duration::from_secs(120)).unwrap();
+    drain_and_stop(
+        &mut p,
         &bootstrap,
         &cfg.group_id(),
         &ends,
-        &mut [&mut p],
         Duration::from_secs(240),
     )
     .unwrap();
-    let st = p.terminate(Duration::from_secs(30)).unwrap();
-    assert!(
-        st.success(),
-        "graceful stop failed ({st}):\n{}",
-        p.log_tail(30)
-    );
 
     let report =
         verify_region(&bootstrap, 4, &ledger, std::slice::from_ref(&cfg.state_dir)).unwrap();

@@ -19,10 +19,8 @@ fn processor_accepts_dedups_and_dead_letters() {
     assert!(ledger.retries_same_region > 0);
     c.start_processor("a", 0);
     publish(&[c.bootstrap("a")], &recs, |_| {}).unwrap();
-    c.wait_until(Duration::from_secs(120), "every record consumed", |c| {
-        Ok(c.processor_sum(|s| &s.consumed) as usize >= ledger.records)
-    })
-    .unwrap();
+    c.wait_consumed(ledger.records, Duration::from_secs(120))
+        .unwrap();
     let errs = c.stop_all();
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(

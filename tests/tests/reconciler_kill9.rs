@@ -12,15 +12,11 @@ use rf_harness::check::{check, first_difference, reconciled_count, topic_bytes};
 use rf_harness::cluster::Cluster;
 use rf_harness::process::ChildProcess;
 use rf_harness::workload::{generate, publish, Workload};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 #[test]
 fn reconciler_survives_kill9_during_catch_up() {
-    let kills: usize = std::env::var("RF_RECONCILER_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+    let kills = rf_harness::process::env_count("RF_RECONCILER_KILLS", 12);
     let regions = ["a", "b", "c"];
     let mut c = Cluster::start(&regions, 4).unwrap();
     c.home
@@ -38,7 +34,7 @@ fn reconciler_survives_kill9_during_catch_up() {
         },
         regions.len(),
     );
-    let bs: Vec<String> = regions.iter().map(|r| c.bootstrap(r)).collect();
+    let bs = c.bootstraps();
     let started = Instant::now();
     publish(&bs, &recs, |_| {}).unwrap();
     let sent = ledger.records as u64;
@@ -104,9 +100,7 @@ fn reconciler_survives_kill9_during_catch_up() {
     c.start_reconciler_with(fresh);
     let home = c.home.bootstrap();
     c.wait_until(Duration::from_secs(240), "the fresh reconciler", |c| {
-        Ok(c.reconciler
-            .as_ref()
-            .is_some_and(|r| r.stats.reconciled.load(Ordering::Relaxed) as usize >= want))
+        Ok(c.reconciled_so_far() as usize >= want)
     })
     .unwrap();
     let errs = c.stop_all();

@@ -27,7 +27,7 @@ fn two_regions_reconcile_exactly_once() {
     };
     let (recs, ledger) = generate(&w, regions.len());
     assert!(ledger.retries_same_region > 0 && ledger.failovers > 0 && ledger.malformed > 0);
-    let bootstraps: Vec<String> = regions.iter().map(|r| c.bootstrap(r)).collect();
+    let bootstraps = c.bootstraps();
     publish(&bootstraps, &recs, |_| {}).unwrap();
 
     let want = ledger.distinct.len();

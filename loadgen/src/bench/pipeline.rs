@@ -16,7 +16,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rf_harness::broker::{free_port, Broker};
 use rf_harness::process::ChildProcess;
 use rf_harness::workload::{Outgoing, Publisher};
-use rf_runtime::kafka::{commit_drained, send, transactional_producer};
+use rf_runtime::kafka::{commit_drained, read_committed, send, transactional_producer};
 use rf_schemas::Codec;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -166,11 +166,8 @@ struct Tail {
 
 impl Tail {
     fn start(bootstrap: &str, output: &str, seed: u64) -> Result<Tail, String> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", format!("bench-latency-{seed}"))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
+        let group = format!("bench-latency-{seed}");
+        let consumer: BaseConsumer = read_committed(bootstrap, &Default::default(), &group)
             .set("fetch.wait.max.ms", "5")
             .create()
             .map_err(|e| e.to_string())?;
@@ -323,12 +320,7 @@ fn passthrough(
     group: &str,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
+    let consumer: BaseConsumer = read_committed(bootstrap, &Default::default(), group)
         .set("fetch.wait.max.ms", FETCH_WAIT_MS)
         .create()
         .map_err(|e| e.to_string())?;

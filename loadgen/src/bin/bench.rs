@@ -35,7 +35,18 @@ fn main() -> Result<(), String> {
     let mut report = Report::default();
     report.context.push(format!(
         "run: `{}` on {} CPUs, {} size, {}",
-        std::env::args().collect::<Vec<_>>().join(" "),
+        // The program's file name, not its path: no machine path goes into the report.
+        std::env::args()
+            .enumerate()
+            .map(|(i, a)| if i == 0 {
+                std::path::Path::new(&a)
+                    .file_name()
+                    .map_or(a.clone(), |f| f.to_string_lossy().into_owned())
+            } else {
+                a
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         sizes.name,
         rf_loadgen::bench::utc_now()

@@ -150,15 +150,10 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         "== sending {} records: {} distinct events (counters, registers, leaderboards, inventory, chat), {} retries, {} failovers to another region, {} malformed",
         records.len(), ledger.distinct.len(), ledger.retries_same_region, ledger.failovers, ledger.malformed
     );
-    let bootstraps: Vec<String> = cluster.regions.iter().map(|(_, b)| b.bootstrap()).collect();
+    let bootstraps = cluster.bootstraps();
     let publisher = Publisher::new_in(&bootstraps, &cluster.namespace_names())?;
     let total = records.len();
-    let reconciled_now = |c: &Cluster| {
-        c.reconciler
-            .as_ref()
-            .map(|r| r.stats.reconciled.load(Ordering::Relaxed))
-            .unwrap_or(0)
-    };
+    let reconciled_now = |c: &Cluster| c.reconciled_so_far();
     let lag = |c: &Cluster, r: &str| {
         c.reconciler
             .as_ref()
@@ -174,16 +169,8 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         cluster.check_alive()?;
-        let consumed: u64 = cluster
-            .processors
-            .iter()
-            .map(|p| p.stats.counters.consumed.get())
-            .sum();
-        let buffered = cluster
-            .reconciler
-            .as_ref()
-            .map(|r| r.stats.buffered.load(Ordering::Relaxed))
-            .unwrap_or(0);
+        let consumed = cluster.processor_sum(|s| &s.consumed);
+        let buffered = cluster.reconciler_buffered();
         let rec = reconciled_now(&cluster);
         if consumed >= first.len() as u64 && rec > 0 && buffered == 0 {
             println!("   all regions processing; reconciled {rec}");
@@ -238,11 +225,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
             return Ok(false);
         }
         cluster.check_alive()?;
-        let rec = cluster
-            .reconciler
-            .as_ref()
-            .map(|r| r.stats.reconciled.load(Ordering::Relaxed))
-            .unwrap_or(0) as usize;
+        let rec = cluster.reconciled_so_far() as usize;
         let done =
             rec >= ledger.distinct.len() && reconciled_count(&cluster)? >= ledger.distinct.len();
         if done || last_print.elapsed() > Duration::from_secs(1) {
