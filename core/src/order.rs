@@ -2,7 +2,7 @@
 
 use rf_schemas::Hlc;
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OrderKey {
     pub hlc: Hlc,
     pub region: String,

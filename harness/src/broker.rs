@@ -138,6 +138,32 @@ impl Broker {
         Ok(())
     }
 
+    /// Write one record straight into `topic[partition]`, outside any transaction (tests
+    /// that put what a service must cope with into its input: a record of an unknown schema,
+    /// a late record).
+    pub fn produce_raw(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<(), String> {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .map_err(|e| e.to_string())?;
+        p.send(
+            BaseRecord::to(topic)
+                .partition(partition)
+                .key(key)
+                .payload(payload),
+        )
+        .map_err(|(e, _)| e.to_string())?;
+        p.flush(std::time::Duration::from_secs(30))
+            .map_err(|e| e.to_string())
+    }
+
     /// Simulate a crash of the broker host.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -147,3 +147,62 @@ impl Drop for Netns {
         let _ = ip(&["link", "del", &self.host_if]);
     }
 }
+
+/// Drops every TCP packet this host's network namespace sends to `port` while it lives
+/// (nftables, an output-hook table of its own): the home cluster "goes away" for every
+/// client in the test process, and comes back when the block is dropped. Needs root and
+/// nftables (`scripts/setup.sh` installs it).
+pub struct PortBlock {
+    table: String,
+}
+
+impl PortBlock {
+    pub fn new(port: u16) -> Result<PortBlock, String> {
+        let table = format!("rfblock{}x{port}", std::process::id());
+        let run = |args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new("nft")
+                .args(args)
+                .output()
+                .map_err(|e| format!("nft: {e} (apt package nftables)"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "nft {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        run(&["add", "table", "inet", &table])?;
+        let block = PortBlock { table };
+        run(&[
+            "add",
+            "chain",
+            "inet",
+            &block.table,
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ])?;
+        run(&[
+            "add",
+            "rule",
+            "inet",
+            &block.table,
+            "out",
+            "tcp",
+            "dport",
+            &port.to_string(),
+            "drop",
+        ])?;
+        Ok(block)
+    }
+}
+
+impl Drop for PortBlock {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .output();
+    }
+}

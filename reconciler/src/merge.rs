@@ -188,10 +188,46 @@ impl PartitionMerge {
         now_ms: i64,
     ) -> Vec<Conflict> {
         let order = OrderKey::new(hlc, region, ev.event_id.clone());
-        if self.last_emitted.as_ref().is_some_and(|l| order <= *l) {
-            return Vec::new(); // already released before (replay after restart)
-        }
         let id = (ev.key.clone(), ev.event_id.clone());
+        if self.last_emitted.as_ref().is_some_and(|l| order <= *l) {
+            return match self.emitted.get(&id) {
+                // Released before: a replay after a restart re-reads it.
+                Some(first) if first == region => Vec::new(),
+                // Another region's copy was released: a cross-region duplicate (reported
+                // again on a replay: conflicts are at-least-once per conflict_id).
+                Some(first) => vec![conflict(
+                    ConflictKind::CrossRegionDuplicate,
+                    &ev,
+                    vec![first.clone(), region.to_owned()],
+                    Some(first.clone()),
+                    Some(region.to_owned()),
+                    format!("event accepted by {first} and {region}; the earliest was kept"),
+                    now_ms,
+                )],
+                // Never released, yet it sorts at or below what was: impossible while
+                // every region's HLCs increase per partition. Never dropped in silence.
+                None => {
+                    let last = self.last_emitted.clone().unwrap_or_default();
+                    tracing::error!(
+                        region, partition = self.partition, offset, key = %ev.key, event_id = %ev.event_id,
+                        hlc = ?hlc, last_emitted = ?last.hlc,
+                        "history record sorts at or below what was already reconciled: not merged, reported as LATE_RECORD"
+                    );
+                    vec![conflict(
+                        ConflictKind::LateRecord,
+                        &ev,
+                        vec![region.to_owned()],
+                        None,
+                        Some(region.to_owned()),
+                        format!(
+                            "{region} wrote it at offset {offset} with HLC {}.{} after reconciled had passed {}.{} ({}): a writer that escaped fencing, or a region name that does not match",
+                            hlc.physical_ms, hlc.logical, last.hlc.physical_ms, last.hlc.logical, last.region
+                        ),
+                        now_ms,
+                    )]
+                }
+            };
+        }
         if let Some(first) = self.emitted.get(&id) {
             let c = conflict(
                 ConflictKind::CrossRegionDuplicate,
@@ -387,6 +423,37 @@ mod tests {
     }
 
     #[test]
+    fn a_late_record_is_reported_never_dropped_in_silence() {
+        let regions = vec!["a".to_string(), "b".to_string()];
+        let mut m = PartitionMerge::new(0, 1000);
+        m.offer(
+            "a",
+            ev("a", "1", "k", 10, Op::CounterAdd { delta: 1 }),
+            0,
+            0,
+        );
+        m.offer("b", hb("b", 20), 0, 0);
+        assert_eq!(m.drain(&regions, 0).reconciled.len(), 1);
+        // A replay of what was released is not late.
+        let again = m.offer(
+            "a",
+            ev("a", "1", "k", 10, Op::CounterAdd { delta: 1 }),
+            0,
+            0,
+        );
+        assert!(again.is_empty());
+        // A new event below the released order is.
+        let late = m.offer("b", ev("b", "2", "k", 5, Op::CounterAdd { delta: 1 }), 1, 0);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].kind, ConflictKind::LateRecord);
+        assert!(late[0].detail.contains("offset 1"), "{}", late[0].detail);
+        // Another region's copy of a released event is a duplicate, not late.
+        let dup = m.offer("b", ev("b", "1", "k", 6, Op::CounterAdd { delta: 1 }), 2, 0);
+        assert_eq!(dup[0].kind, ConflictKind::CrossRegionDuplicate);
+        assert!(m.drain(&regions, 0).reconciled.is_empty());
+    }
+
+    #[test]
     fn waits_for_every_watermark() {
         let regions = vec!["a".to_string(), "b".to_string()];
         let mut m = PartitionMerge::new(0, 1000);
@@ -572,7 +639,11 @@ mod tests {
             let r = r % h.len();
             if idx[r] < h[r].1.len() {
                 let e = h[r].1[idx[r]].clone();
-                m.offer(&h[r].0, e, idx[r] as i64, 0);
+                let c = m.offer(&h[r].0, e, idx[r] as i64, 0);
+                assert!(
+                    c.iter().all(|c| c.kind != ConflictKind::LateRecord),
+                    "a replay is never late: {c:?}"
+                );
                 idx[r] += 1;
             }
             if (step + 1) % drain_every == 0 {
@@ -581,7 +652,8 @@ mod tests {
         }
         for (r, (name, evs)) in h.iter().enumerate() {
             for (o, e) in evs.iter().enumerate().skip(idx[r]) {
-                m.offer(name, e.clone(), o as i64, 0);
+                let c = m.offer(name, e.clone(), o as i64, 0);
+                assert!(c.iter().all(|c| c.kind != ConflictKind::LateRecord));
             }
             idx[r] = evs.len();
         }

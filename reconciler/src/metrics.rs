@@ -15,6 +15,14 @@ pub struct Metrics {
     pub conflicts: IntCounterVec,
     pub reconciled: prometheus::IntCounter,
     pub buffered: prometheus::IntGauge,
+    /// Per (region, partition): 1 while that history partition is stopped at a record the
+    /// reconciler cannot decode (invariant 10), else 0.
+    pub stalled: IntGaugeVec,
+    /// History records that could not be decoded (each stops its partition), by region.
+    pub undecodable: IntCounterVec,
+    /// Times the reconciler recovered from a failed send, commit or start by re-adopting
+    /// its output instead of exiting.
+    pub recoveries: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -56,6 +64,27 @@ impl Default for Metrics {
             "Events read but held back until every region's watermark passes them",
         )
         .expect("valid gauge");
+        let stalled = IntGaugeVec::new(
+            Opts::new(
+                "rf_reconciler_stalled_partitions",
+                "1 while a region's history partition is stopped at a record that cannot be decoded",
+            ),
+            &["region", "partition"],
+        )
+        .expect("valid gauge");
+        let undecodable = IntCounterVec::new(
+            Opts::new(
+                "rf_history_undecodable_total",
+                "History records the reconciler could not decode (each stops its partition)",
+            ),
+            &["region"],
+        )
+        .expect("valid counter");
+        let recoveries = prometheus::IntCounter::new(
+            "rf_reconciler_recoveries_total",
+            "Failed sends, commits or starts recovered from by re-adopting the output",
+        )
+        .expect("valid counter");
         // Every kind exists from the start (at 0), so dashboards and alerts find the series.
         for kind in rf_schemas::ConflictKind::SYMBOLS {
             conflicts.with_label_values(&[kind]);
@@ -66,6 +95,9 @@ impl Default for Metrics {
             Box::new(conflicts.clone()),
             Box::new(reconciled.clone()),
             Box::new(buffered.clone()),
+            Box::new(stalled.clone()),
+            Box::new(undecodable.clone()),
+            Box::new(recoveries.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -76,6 +108,9 @@ impl Default for Metrics {
             conflicts,
             reconciled,
             buffered,
+            stalled,
+            undecodable,
+            recoveries,
         }
     }
 }

@@ -1,14 +1,26 @@
 //! The reconciler loop: poll every region's history (`Reconciler::offer`), and every commit
 //! interval release what all watermarks have passed (`Reconciler::release`).
+//!
+//! Recovery, not exit: a failed send, commit or start (a home cluster down or cut off, a
+//! fenced producer) drops the `Reconciler` and starts it again from the log after a backoff,
+//! the way the processor re-adopts after an abort: fence, adopt our own output, re-read the
+//! histories from the adopted positions. Only fatal errors (configuration, a region name that
+//! does not match its cluster's history) stop the process.
 
 use crate::config::Config;
-use crate::reconciler::Reconciler;
+use crate::reconciler::{Offered, Reconciler};
 use crate::stats::Stats;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
 use rf_core::{Clock, SystemClock};
 use rf_runtime::{Error, Shutdown};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The longest wait between two recovery attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub fn run(cfg: Config, shutdown: Shutdown) -> Result<(), Error> {
     run_with(
@@ -39,8 +51,43 @@ pub fn run_with(
         *stats.http_addr.lock().expect("addr lock") = Some(server.addr);
         Some(server)
     };
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let started = Instant::now();
+        match run_once(&cfg, &shutdown, clock.clone(), &stats) {
+            Ok(()) => break,
+            Err(e) if e.is_retriable() && !shutdown.is_triggered() => {
+                stats.ready.store(0, Ordering::SeqCst);
+                stats.metrics.recoveries.inc();
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(500);
+                }
+                tracing::warn!(error = %e, ?backoff, "reconciler failed; re-adopting its output and continuing");
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !shutdown.is_triggered() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+        if shutdown.is_triggered() {
+            break;
+        }
+    }
+    tracing::info!("reconciler stopped");
+    Ok(())
+}
+
+/// One life of the reconciler: start from the log, then merge until shutdown or an error.
+fn run_once(
+    cfg: &Config,
+    shutdown: &Shutdown,
+    clock: Arc<dyn Clock>,
+    stats: &Arc<Stats>,
+) -> Result<(), Error> {
     let commit_every = Duration::from_millis(cfg.commit_interval_ms);
-    let (mut rec, sources) = Reconciler::start(cfg, clock, stats.clone())?;
+    let (mut rec, sources) = Reconciler::start(cfg.clone(), clock, stats.clone())?;
     stats.ready.store(1, Ordering::SeqCst);
     let mut last_commit = Instant::now();
     while !shutdown.is_triggered() {
@@ -55,7 +102,12 @@ pub fn run_with(
                     }
                     Some(Ok(m)) => {
                         got += 1;
-                        rec.offer(&src.region, &m);
+                        if rec.offer(&src.region, &m)? == Offered::Stalled {
+                            // Kafka keeps what follows; nothing past it is fetched.
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(m.topic(), m.partition());
+                            src.consumer.pause(&tpl)?;
+                        }
                     }
                 }
             }
@@ -68,7 +120,5 @@ pub fn run_with(
             last_commit = Instant::now();
         }
     }
-    rec.release()?;
-    tracing::info!("reconciler stopped");
-    Ok(())
+    rec.release()
 }

@@ -35,6 +35,18 @@ pub struct Reconciler {
     stats: Arc<Stats>,
     /// Conflicts found on arrival (cross-region duplicates, skew): the next transaction's.
     early: Vec<Conflict>,
+    /// History partitions stopped at a record that cannot be merged: (region, partition) →
+    /// its offset. Nothing of that partition is read past it; the watermark holds there.
+    stalled: BTreeMap<(String, i32), i64>,
+}
+
+/// What became of one history record offered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offered {
+    /// Merged (or ignored: a partition this instance does not own).
+    Taken,
+    /// Its (region, partition) is stopped at this record: pause fetching it.
+    Stalled,
 }
 
 /// One history consumer per region, on that region's cluster.
@@ -68,6 +80,9 @@ impl Reconciler {
         clock: Arc<dyn Clock>,
         stats: Arc<Stats>,
     ) -> Result<(Reconciler, Vec<Source>), Error> {
+        // A new start: no partition is stopped until a record says so.
+        stats.stalled.store(0, Ordering::SeqCst);
+        stats.metrics.stalled.reset();
         let n = partition_count(&cfg.home_bootstrap_servers, &cfg, &cfg.reconciled_topic)?;
         let owned: Vec<i32> = if cfg.partitions.is_empty() {
             (0..n).collect()
@@ -128,31 +143,79 @@ impl Reconciler {
             clock,
             stats,
             early: Vec::new(),
+            stalled: BTreeMap::new(),
         };
         Ok((rec, sources))
     }
 
     /// One history record of `region` read: offer it to its partition's merge.
-    pub fn offer(&mut self, region: &str, m: &BorrowedMessage<'_>) {
+    ///
+    /// Invariant 10: a record that cannot be decoded (or carries no HLC) stops its
+    /// (region, partition) right there: the position does not move past it, so resume
+    /// headers keep pointing at or before it, the region's watermark holds, and nothing of
+    /// that partition index is released past it. It is logged, counted and shown on
+    /// `/ready` and `rf_reconciler_stalled_partitions`, and a reconciler that can decode it
+    /// (a newer schema) continues from it by itself. A record stamped by another region
+    /// than the one configured for that cluster is a configuration error: fatal.
+    pub fn offer(&mut self, region: &str, m: &BorrowedMessage<'_>) -> Result<Offered, Error> {
         let p = m.partition();
-        self.positions
-            .insert((region.to_owned(), p), m.offset() + 1);
-        let Some(merge) = self.merges.get_mut(&p) else {
-            return;
-        };
-        match m.payload().map(|b| Codec::event().decode(b)) {
-            Some(Ok(ev)) => {
-                self.stats.history_records.fetch_add(1, Ordering::Relaxed);
-                let conflicts = merge.offer(region, ev, m.offset(), self.clock.now_ms());
-                self.stats
-                    .conflicts
-                    .fetch_add(conflicts.len() as u64, Ordering::Relaxed);
-                self.early.extend(conflicts);
-            }
-            _ => {
-                tracing::warn!(%region, partition = p, offset = m.offset(), "undecodable history record skipped")
-            }
+        let at = (region.to_owned(), p);
+        if self.stalled.contains_key(&at) {
+            return Ok(Offered::Stalled);
         }
+        if !self.merges.contains_key(&p) {
+            self.positions.insert(at, m.offset() + 1);
+            return Ok(Offered::Taken);
+        }
+        let ev = match m.payload().map(|b| Codec::event().decode(b)) {
+            Some(Ok(ev)) if ev.hlc.is_some() => ev,
+            other => {
+                let reason = match other {
+                    None => "no value".to_owned(),
+                    Some(Err(e)) => format!("{} ({})", e, e.class()),
+                    Some(Ok(_)) => "no hlc: not written by a processor".to_owned(),
+                };
+                tracing::error!(
+                    %region, partition = p, offset = m.offset(), %reason,
+                    "history record cannot be merged: this partition stops here until a reconciler that can read it runs"
+                );
+                self.stats
+                    .metrics
+                    .undecodable
+                    .with_label_values(&[region])
+                    .inc();
+                self.stats
+                    .metrics
+                    .stalled
+                    .with_label_values(&[region, &p.to_string()])
+                    .set(1);
+                self.stats.stalled.fetch_add(1, Ordering::SeqCst);
+                self.stalled.insert(at, m.offset());
+                return Ok(Offered::Stalled);
+            }
+        };
+        if ev.region.as_deref() != Some(region) {
+            let src = self.cfg.regions.iter().find(|r| r.name == region);
+            return Err(Error::Config {
+                field: "regions",
+                reason: format!(
+                    "the cluster configured as region {region:?} ({}) holds history stamped by region {:?} ({}[{p}] offset {}): each configured name must equal the `region` of that cluster's processors",
+                    src.map_or("?", |r| r.bootstrap_servers.as_str()),
+                    ev.region.as_deref().unwrap_or(""),
+                    self.cfg.history_topic,
+                    m.offset()
+                ),
+            });
+        }
+        self.positions.insert(at, m.offset() + 1);
+        let merge = self.merges.get_mut(&p).expect("owned");
+        self.stats.history_records.fetch_add(1, Ordering::Relaxed);
+        let conflicts = merge.offer(region, ev, m.offset(), self.clock.now_ms());
+        self.stats
+            .conflicts
+            .fetch_add(conflicts.len() as u64, Ordering::Relaxed);
+        self.early.extend(conflicts);
+        Ok(Offered::Taken)
     }
 
     /// Conflicts released with a partition go to the same partition index; conflicts

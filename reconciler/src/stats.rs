@@ -16,6 +16,9 @@ pub struct Stats {
     pub watermark_lag_ms: Mutex<BTreeMap<String, i64>>,
     pub restored_records: AtomicU64,
     pub ready: AtomicI64,
+    /// History partitions stopped at a record that cannot be decoded (`/ready` is false
+    /// while any is).
+    pub stalled: AtomicU64,
     pub metrics: Metrics,
     /// Where the HTTP endpoints listen, once started.
     pub http_addr: Mutex<Option<std::net::SocketAddr>>,
@@ -33,6 +36,6 @@ impl Stats {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) == 1
+        self.ready.load(Ordering::SeqCst) == 1 && self.stalled.load(Ordering::SeqCst) == 0
     }
 }

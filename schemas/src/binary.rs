@@ -267,6 +267,7 @@ pub(crate) fn read_conflict(r: &mut Reader<'_>) -> Option<Conflict> {
         1 => ConflictKind::ReservationRevoked,
         2 => ConflictKind::CrossRegionDuplicate,
         3 => ConflictKind::ClockSkew,
+        4 => ConflictKind::LateRecord,
         _ => return None,
     };
     let event_id = r.string()?;
@@ -350,7 +351,7 @@ mod tests {
 
     fn conflict() -> impl Strategy<Value = Conflict> {
         (
-            (text(), text(), 0usize..4, text()),
+            (text(), text(), 0usize..5, text()),
             proptest::collection::vec(text(), 0..4),
             (proptest::option::of(text()), proptest::option::of(text())),
             (text(), hlc(), any::<i64>()),
@@ -370,6 +371,7 @@ mod tests {
                             ConflictKind::ReservationRevoked,
                             ConflictKind::CrossRegionDuplicate,
                             ConflictKind::ClockSkew,
+                            ConflictKind::LateRecord,
                         ][kind],
                         event_id,
                         regions,

@@ -277,7 +277,7 @@ impl Codec<Conflict> {
     pub fn conflict() -> &'static Codec<Conflict> {
         static C: OnceLock<Codec<Conflict>> = OnceLock::new();
         C.get_or_init(|| {
-            Codec::new(avsc::CONFLICT)
+            Codec::with_reader(avsc::CONFLICT, &[avsc::CONFLICT_V1])
                 .expect("conflict.avsc parses")
                 .direct()
         })
@@ -429,8 +429,14 @@ mod tests {
             ),
             ("conflict.avsc", Codec::conflict().accepted_fingerprints()),
         ] {
-            for (fp, _, written) in fps {
-                expected.push((hex(fp), file.to_owned(), written));
+            for (fp, i, written) in fps {
+                // Writer 0 is the current schema; older ones are in avro/previous/.
+                let file = match (file, i) {
+                    (f, 0) => f.to_owned(),
+                    ("conflict.avsc", 1) => "previous/conflict.v1.avsc".to_owned(),
+                    (f, i) => panic!("{f}: writer {i} has no published file"),
+                };
+                expected.push((hex(fp), file, written));
             }
         }
         expected.sort();
@@ -441,6 +447,30 @@ mod tests {
                 "docs/contract.md lacks {fp}"
             );
         }
+    }
+
+    #[test]
+    fn conflicts_written_before_late_record_was_added_still_decode() {
+        let v1: Codec<Conflict> = Codec::new(avsc::CONFLICT_V1).unwrap();
+        let c = Conflict {
+            conflict_id: "c".into(),
+            key: "k".into(),
+            kind: ConflictKind::ClockSkew,
+            event_id: "e".into(),
+            regions: vec!["a".into()],
+            winner: None,
+            loser: Some("a".into()),
+            detail: "d".into(),
+            hlc: Hlc::new(1, 2),
+            reconcile_latency_ms: 5,
+        };
+        let old = v1.encode(&c).unwrap();
+        assert_ne!(v1.fingerprint(), Codec::conflict().fingerprint());
+        assert_eq!(Codec::conflict().decode(&old).unwrap(), c);
+        let mut late = c.clone();
+        late.kind = ConflictKind::LateRecord;
+        let new = Codec::conflict().encode(&late).unwrap();
+        assert_eq!(Codec::conflict().decode(&new).unwrap(), late);
     }
 
     #[test]

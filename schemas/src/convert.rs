@@ -314,6 +314,7 @@ impl AvroRecord for Conflict {
                 1 => ConflictKind::ReservationRevoked,
                 2 => ConflictKind::CrossRegionDuplicate,
                 3 => ConflictKind::ClockSkew,
+                4 => ConflictKind::LateRecord,
                 n => return Err(format!("kind: unknown symbol {n}")),
             },
             event_id: f.string("event_id")?,

@@ -18,4 +18,6 @@ pub mod avsc {
     pub const EVENT: &str = include_str!("../avro/event.avsc");
     pub const RECONCILED_EVENT: &str = include_str!("../avro/reconciled_event.avsc");
     pub const CONFLICT: &str = include_str!("../avro/conflict.avsc");
+    /// Earlier writer schemas, still read (`avro/previous/`).
+    pub const CONFLICT_V1: &str = include_str!("../avro/previous/conflict.v1.avsc");
 }

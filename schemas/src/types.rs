@@ -142,14 +142,18 @@ pub enum ConflictKind {
     ReservationRevoked,
     CrossRegionDuplicate,
     ClockSkew,
+    /// A history record that sorts at or below what `reconciled` already passed and was
+    /// never released: reported, never merged (invariant 10).
+    LateRecord,
 }
 
 impl ConflictKind {
-    pub const SYMBOLS: [&'static str; 4] = [
+    pub const SYMBOLS: [&'static str; 5] = [
         "REGISTER_CONCURRENT",
         "RESERVATION_REVOKED",
         "CROSS_REGION_DUPLICATE",
         "CLOCK_SKEW",
+        "LATE_RECORD",
     ];
     pub fn as_str(self) -> &'static str {
         Self::SYMBOLS[self as usize]
