@@ -90,6 +90,17 @@ impl Reconciler {
             cfg.partitions.clone()
         };
         let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
+        // Every series exists from the start, at 0, so dashboards and alerts find it.
+        for r in &regions {
+            stats.metrics.undecodable.with_label_values(&[r]);
+            for p in &owned {
+                stats
+                    .metrics
+                    .stalled
+                    .with_label_values(&[r, &p.to_string()])
+                    .set(0);
+            }
+        }
         // Fence first: initialising the transactional id aborts whatever a previous
         // incarnation left open, so the restore below reads the log to its real end (until
         // then, that open transaction holds back every read_committed reader, and on Tansu
