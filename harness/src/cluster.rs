@@ -230,6 +230,8 @@ impl Cluster {
                 })
                 .collect(),
             http_addr: "127.0.0.1:0".into(),
+            // Checkpoints in `<state_dir>/<instance>`: instances never share one.
+            state_dir: self.dir.path().join("reconciler"),
             ..Default::default()
         }
     }

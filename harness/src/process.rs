@@ -242,6 +242,43 @@ impl ChildProcess {
             .unwrap_or(false)
     }
 
+    /// What this run logged, with terminal colour codes taken out.
+    pub fn log_text(&self) -> String {
+        let raw = std::fs::read(&self.log).unwrap_or_default();
+        let text = String::from_utf8_lossy(raw.get(self.log_start..).unwrap_or(&[])).into_owned();
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// The numbers logged as `field=N` on the lines of this run that contain `message`.
+    pub fn logged_numbers(&self, message: &str, field: &str) -> Vec<i64> {
+        let pat = format!("{field}=");
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(message))
+            .filter_map(|l| {
+                let at = l.find(&pat)? + pat.len();
+                l[at..]
+                    .split(|c: char| !c.is_ascii_digit() && c != '-')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
     /// The last lines of its log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)

@@ -26,6 +26,18 @@ pub struct Config {
     pub register_concurrency_window_ms: i64,
     /// HLCs more than this far ahead of the reconciler's clock are reported as skew.
     pub max_clock_offset_ms: i64,
+    /// Cross-region duplicate window on the HLC timeline: a copy of an event whose other
+    /// copy was released no more than this earlier is a duplicate; released ids are kept
+    /// this long behind the last release (memory: release rate times this). Default 7 days,
+    /// the processors' `dedup_retention_secs`.
+    pub dedup_retention_secs: u64,
+    /// Flow control: when the merge holds more than this many bytes of events waiting for a
+    /// watermark, fetching stops for the (region, partition)s that are ahead (Kafka is the
+    /// buffer) until it is back under half.
+    pub max_buffered_bytes: usize,
+    /// Where the checkpoint lives (RocksDB, in `<state_dir>/<instance>`): the merge state
+    /// as of a `reconciled` offset, so a restart reads only the tail past it.
+    pub state_dir: std::path::PathBuf,
     /// HTTP address for /health, /ready and /metrics (empty: none).
     pub http_addr: String,
     pub kafka: BTreeMap<String, String>,
@@ -45,6 +57,9 @@ impl Default for Config {
             restore_timeout_secs: 60,
             register_concurrency_window_ms: 2000,
             max_clock_offset_ms: 500,
+            dedup_retention_secs: 7 * 24 * 3600,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            state_dir: std::path::PathBuf::from("./reconciler-state"),
             http_addr: "0.0.0.0:8081".into(),
             kafka: BTreeMap::new(),
         }
@@ -72,6 +87,12 @@ impl Config {
         }
         if self.max_clock_offset_ms <= 0 {
             return Err(bad("max_clock_offset_ms", "must be positive"));
+        }
+        if self.max_buffered_bytes < 64 * 1024 {
+            return Err(bad("max_buffered_bytes", "must be at least 65536"));
+        }
+        if self.dedup_retention_secs == 0 {
+            return Err(bad("dedup_retention_secs", "must be positive"));
         }
         refuse_managed("reconciler", &self.kafka)
     }

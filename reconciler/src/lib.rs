@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod reconciler;
 pub mod restore;
 pub mod stats;
+pub mod store;
 
 pub use config::{Config, RegionSource};
 pub use pipeline::{run, run_with};

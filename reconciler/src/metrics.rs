@@ -23,6 +23,12 @@ pub struct Metrics {
     /// Times the reconciler recovered from a failed send, commit or start by re-adopting
     /// its output instead of exiting.
     pub recoveries: prometheus::IntCounter,
+    /// Restore of one partition index at start (checkpoint plus `reconciled` tail).
+    pub restore_seconds: Histogram,
+    /// Approximate bytes of events held back behind a watermark.
+    pub buffered_bytes: prometheus::IntGauge,
+    /// (region, partition)s whose fetching flow control has paused.
+    pub paused: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -85,6 +91,24 @@ impl Default for Metrics {
             "Failed sends, commits or starts recovered from by re-adopting the output",
         )
         .expect("valid counter");
+        let restore_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "rf_reconciler_restore_seconds",
+                "Restore of one partition index at start: its checkpoint plus the reconciled tail past it",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        )
+        .expect("valid histogram");
+        let buffered_bytes = prometheus::IntGauge::new(
+            "rf_reconciler_buffered_bytes",
+            "Approximate bytes of events held back until every region's watermark passes them",
+        )
+        .expect("valid gauge");
+        let paused = prometheus::IntGauge::new(
+            "rf_reconciler_paused_partitions",
+            "History partitions whose fetching flow control paused (they are ahead; Kafka buffers)",
+        )
+        .expect("valid gauge");
         // Every kind exists from the start (at 0), so dashboards and alerts find the series.
         for kind in rf_schemas::ConflictKind::SYMBOLS {
             conflicts.with_label_values(&[kind]);
@@ -98,6 +122,9 @@ impl Default for Metrics {
             Box::new(stalled.clone()),
             Box::new(undecodable.clone()),
             Box::new(recoveries.clone()),
+            Box::new(restore_seconds.clone()),
+            Box::new(buffered_bytes.clone()),
+            Box::new(paused.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -111,6 +138,9 @@ impl Default for Metrics {
             stalled,
             undecodable,
             recoveries,
+            restore_seconds,
+            buffered_bytes,
+            paused,
         }
     }
 }

@@ -115,6 +115,26 @@ fn run_once(
         if got == 0 {
             std::thread::sleep(Duration::from_millis(5));
         }
+        {
+            let flow = rec.flow_control();
+            for (region, p, pause) in flow
+                .pause
+                .iter()
+                .map(|(r, p)| (r, p, true))
+                .chain(flow.resume.iter().map(|(r, p)| (r, p, false)))
+            {
+                let Some(src) = sources.iter().find(|s| &s.region == region) else {
+                    continue;
+                };
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&cfg.history_topic, *p);
+                if pause {
+                    src.consumer.pause(&tpl)?;
+                } else {
+                    src.consumer.resume(&tpl)?;
+                }
+            }
+        }
         if last_commit.elapsed() >= commit_every {
             rec.release()?;
             last_commit = Instant::now();

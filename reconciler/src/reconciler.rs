@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::merge::{resume_points, PartitionMerge};
 use crate::restore::restore_partition;
 use crate::stats::Stats;
+use crate::store::{CheckpointStore, Meta};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
@@ -19,7 +20,7 @@ use rf_runtime::kafka::{
 };
 use rf_runtime::Error;
 use rf_schemas::{headers, Codec, Conflict};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,17 @@ pub struct Reconciler {
     /// History partitions stopped at a record that cannot be merged: (region, partition) →
     /// its offset. Nothing of that partition is read past it; the watermark holds there.
     stalled: BTreeMap<(String, i32), i64>,
+    /// History partitions flow control paused (ahead of their partition's laggard).
+    held: BTreeSet<(String, i32)>,
+    /// The checkpoint, written after every committed transaction.
+    store: CheckpointStore,
+}
+
+/// Fetching to stop and to start again (region, partition).
+#[derive(Debug, Default)]
+pub struct Flow {
+    pub pause: Vec<(String, i32)>,
+    pub resume: Vec<(String, i32)>,
 }
 
 /// What became of one history record offered.
@@ -110,10 +122,15 @@ impl Reconciler {
             &cfg.kafka,
             &format!("rf-reconciler-{}", cfg.instance),
         )?;
+        let store = CheckpointStore::open(&cfg.state_dir.join(&cfg.instance))?;
         let mut merges = BTreeMap::new();
         let mut positions = BTreeMap::new();
         for &p in &owned {
-            let r = restore_partition(&cfg, p)?;
+            let r = restore_partition(&cfg, p, &store)?;
+            stats
+                .metrics
+                .restore_seconds
+                .observe(r.elapsed.as_secs_f64());
             stats
                 .restored_records
                 .fetch_add(r.records, Ordering::Relaxed);
@@ -155,6 +172,8 @@ impl Reconciler {
             stats,
             early: Vec::new(),
             stalled: BTreeMap::new(),
+            held: BTreeSet::new(),
+            store,
         };
         Ok((rec, sources))
     }
@@ -229,6 +248,45 @@ impl Reconciler {
         Ok(Offered::Taken)
     }
 
+    /// Flow control (invariant 9: Kafka is the buffer). Past `max_buffered_bytes` held in
+    /// the merge, stop fetching every (region, partition) whose watermark is ahead of its
+    /// partition's lowest (the laggard is never paused, so the merge can always move); start
+    /// one again as soon as it is the lowest itself, and all once back under half the bound.
+    pub fn flow_control(&mut self) -> Flow {
+        let total: usize = self.merges.values().map(|m| m.buffered_bytes()).sum();
+        let max = self.cfg.max_buffered_bytes;
+        let mut flow = Flow::default();
+        for (p, merge) in &self.merges {
+            let min = merge.min_watermark(&self.regions);
+            for r in &self.regions {
+                let at = (r.clone(), *p);
+                let ahead = match (merge.watermark(r), min) {
+                    (Some(w), Some(m)) => w > m,
+                    // Some region has no watermark yet: everyone with one is ahead.
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                let held = self.held.contains(&at);
+                if held && (!ahead || total <= max / 2) {
+                    flow.resume.push(at);
+                } else if !held && ahead && total > max && !self.stalled.contains_key(&at) {
+                    flow.pause.push(at);
+                }
+            }
+        }
+        for at in &flow.resume {
+            self.held.remove(at);
+        }
+        self.held.extend(flow.pause.iter().cloned());
+        let m = &self.stats.metrics;
+        m.buffered_bytes.set(total as i64);
+        m.paused.set(self.held.len() as i64);
+        if !flow.pause.is_empty() {
+            tracing::info!(buffered_bytes = total, paused = ?flow.pause, "flow control: pausing regions that are ahead");
+        }
+        flow
+    }
+
     /// Conflicts released with a partition go to the same partition index; conflicts
     /// found on arrival are keyed and left to the partitioner.
     fn send_conflict(&self, partition: Option<i32>, c: &Conflict) -> Result<(), Error> {
@@ -266,20 +324,13 @@ impl Reconciler {
                 continue;
             }
             let positions = &self.positions;
-            let resume: Vec<Vec<(String, String)>> =
+            let resume: Vec<BTreeMap<String, i64>> =
                 resume_points(&self.regions, &released.sources, |r| {
                     merge.resume_after_release(
                         r,
                         positions.get(&(r.to_owned(), *p)).copied().unwrap_or(0),
                     )
-                })
-                .into_iter()
-                .map(|m| {
-                    m.into_iter()
-                        .map(|(r, at)| (headers::resume_header(&r), at.to_string()))
-                        .collect()
-                })
-                .collect();
+                });
             outputs.push((*p, released, resume));
         }
         for (r, l) in &lag {
@@ -310,10 +361,10 @@ impl Reconciler {
                     .encode(rec)
                     .map_err(|e| Error::Aborted(e.to_string()))?;
                 let mut hs = OwnedHeaders::new();
-                for (k, v) in resume {
+                for (region, at) in resume {
                     hs = hs.insert(Header {
-                        key: k,
-                        value: Some(v),
+                        key: &headers::resume_header(region),
+                        value: Some(&at.to_string()),
                     });
                 }
                 send(
@@ -334,11 +385,32 @@ impl Reconciler {
         for c in &early {
             self.send_conflict(None, c)?;
         }
-        if let Err(e) = commit_drained(&self.producer, Duration::from_secs(30)) {
-            // The released records are gone from memory: stop, and let the restart adopt
-            // whatever the log shows (invariant 3) rather than guess.
-            let _ = abort(&self.producer);
-            return Err(e);
+        let delivered = match commit_drained(&self.producer, Duration::from_secs(30)) {
+            Ok(d) => d,
+            Err(e) => {
+                // The released records are gone from memory: recover by re-adopting
+                // whatever the log shows (invariant 3) rather than guess.
+                let _ = abort(&self.producer);
+                return Err(e);
+            }
+        };
+        // Committed: checkpoint every partition that released something, with the output
+        // offset it reflects and the resume positions of its last record.
+        for (p, _, resume) in &outputs {
+            let Some(last) = delivered
+                .max_offset
+                .get(&(self.cfg.reconciled_topic.clone(), *p))
+            else {
+                continue;
+            };
+            let merge = self.merges.get_mut(p).expect("owned");
+            let cp = merge.take_checkpoint();
+            let meta = Meta {
+                reconciled_next: last + 1,
+                resume: resume.last().cloned().unwrap_or_default(),
+            };
+            self.store
+                .write(&self.cfg.reconciled_topic, *p, &cp, &meta)?;
         }
         let s = &self.stats;
         s.reconciled.fetch_add(n_rec, Ordering::Relaxed);

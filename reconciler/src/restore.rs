@@ -1,34 +1,56 @@
-//! Invariant 3 for the reconciler: before producing for a partition index, read our own
-//! `reconciled` partition to its end and adopt it: released ids, merged states, the last
-//! released order key, and where to resume reading each region's history.
+//! Invariant 3 for the reconciler: before producing for a partition index, adopt our own
+//! output. Start from the local checkpoint (`store.rs`) when there is one, then read the
+//! `reconciled` partition from the offset it reflects to the end and adopt that tail:
+//! released ids, merged states, the last released order key, and where to resume reading
+//! each region's history. Without a checkpoint this is a rebuild from offset 0. Either way
+//! the time is logged and observed (`rf_reconciler_restore_seconds`).
 
 use crate::config::Config;
 use crate::merge::PartitionMerge;
+use crate::store::{CheckpointStore, Meta};
 use rdkafka::message::{Headers, Message};
 use rf_runtime::kafka::read_to_end;
 use rf_runtime::Error;
 use rf_schemas::{headers, Codec};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Restored {
     pub merge: PartitionMerge,
     /// Per region: history offset to resume from.
     pub resume: BTreeMap<String, i64>,
+    /// `reconciled` records read (the tail past the checkpoint).
     pub records: u64,
+    /// Where the tail began (the checkpoint's offset, 0 without one) and ended.
+    pub from: i64,
+    pub next: i64,
+    pub elapsed: Duration,
 }
 
-pub fn restore_partition(cfg: &Config, partition: i32) -> Result<Restored, Error> {
+pub fn restore_partition(
+    cfg: &Config,
+    partition: i32,
+    store: &CheckpointStore,
+) -> Result<Restored, Error> {
+    let started = Instant::now();
     let mut merge = PartitionMerge::new(partition, cfg.register_concurrency_window_ms)
-        .with_max_clock_offset(cfg.max_clock_offset_ms);
-    let mut resume = BTreeMap::new();
+        .with_max_clock_offset(cfg.max_clock_offset_ms)
+        .with_retention_ms(cfg.dedup_retention_secs as i64 * 1000);
+    let (meta, checkpoint) = match store.load(&cfg.reconciled_topic, partition)? {
+        Some((meta, loaded)) => {
+            merge.load(loaded);
+            (meta, true)
+        }
+        None => (Meta::default(), false),
+    };
+    let mut resume = meta.resume.clone();
     let mut records = 0;
-    read_to_end(
+    let next = read_to_end(
         &cfg.home_bootstrap_servers,
         &cfg.kafka,
         &cfg.reconciled_topic,
         partition,
-        0,
+        meta.reconciled_next,
         Duration::from_secs(cfg.restore_timeout_secs),
         |m| {
             if let Some(Ok(rec)) = m.payload().map(|p| Codec::reconciled().decode(p)) {
@@ -51,9 +73,25 @@ pub fn restore_partition(cfg: &Config, partition: i32) -> Result<Restored, Error
             Ok(())
         },
     )?;
+    // The tail is adopted: checkpoint it, so the next restart does not read it again.
+    let cp = merge.take_checkpoint();
+    store.write(
+        &cfg.reconciled_topic,
+        partition,
+        &cp,
+        &Meta {
+            reconciled_next: next.max(meta.reconciled_next),
+            resume: resume.clone(),
+        },
+    )?;
+    let elapsed = started.elapsed();
     tracing::info!(
         partition,
+        checkpoint,
+        from = meta.reconciled_next,
+        to = next,
         records,
+        ?elapsed,
         ?resume,
         "reconciler restored partition from its output"
     );
@@ -61,5 +99,8 @@ pub fn restore_partition(cfg: &Config, partition: i32) -> Result<Restored, Error
         merge,
         resume,
         records,
+        from: meta.reconciled_next,
+        next,
+        elapsed,
     })
 }

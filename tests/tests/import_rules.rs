@@ -96,7 +96,7 @@ fn services_never_depend_on_each_other() {
 }
 
 #[test]
-fn the_floor_knows_no_service_and_the_reconciler_builds_no_rocksdb() {
+fn the_floor_knows_no_service() {
     let all = dependencies();
     let runtime = deps_of(&all, "rf-runtime");
     for forbidden in ["rf-processor", "rf-reconciler", "rf-core", "rocksdb"] {
@@ -105,7 +105,6 @@ fn the_floor_knows_no_service_and_the_reconciler_builds_no_rocksdb() {
             "rf-runtime depends on {forbidden}"
         );
     }
-    assert!(!deps_of(&all, "rf-reconciler").contains("rocksdb"));
     assert!(deps_of(&all, "rf-reconciler").contains("rf-runtime"));
     assert!(deps_of(&all, "rf-processor").contains("rf-runtime"));
     assert!(!deps_of(&all, "rf-harness").contains("rf-loadgen"));
@@ -134,6 +133,24 @@ fn the_contract_and_the_core_do_no_io() {
         "I/O-free code names Kafka or RocksDB:\n{}",
         hits.join("\n")
     );
+}
+
+#[test]
+fn each_service_names_rocksdb_in_its_store_only() {
+    for (dir, store) in [
+        ("processor/src", "processor/src/store.rs"),
+        ("reconciler/src", "reconciler/src/store.rs"),
+    ] {
+        let hits: Vec<String> = naming(&[dir], &["rocksdb::"])
+            .into_iter()
+            .filter(|h| !h.contains(store))
+            .collect();
+        assert!(
+            hits.is_empty(),
+            "RocksDB outside {store}:\n{}",
+            hits.join("\n")
+        );
+    }
 }
 
 #[test]
