@@ -62,12 +62,37 @@ pub struct PartitionMerge {
     dirty: rustc_hash::FxHashSet<String>,
     emitted_new: Vec<(String, String, String, Hlc)>,
     emitted_gone: Vec<(String, String)>,
+    /// With a backing, `emitted` holds only the ids released since the last checkpoint.
+    backing: Backing,
     register_window_ms: i64,
     /// A region whose HLCs run more than this far ahead of our wall clock is reported
     /// (invariant 4). 0 = the default, 500 ms.
     max_clock_offset_ms: i64,
     /// Regions currently reported as skewed: one report per episode, not per event.
     skewed: std::collections::BTreeSet<String>,
+}
+
+/// Released ids older than the last checkpoint, where the merge does not hold them: the
+/// reconciler's checkpoint store (point lookups behind a bloom filter), a map in tests. It must
+/// answer for every id released before the last `take_checkpoint`; ids past the duplicate
+/// window may be gone or not, the merge's window rule ignores them either way.
+pub trait ReleasedIds: Send {
+    /// The region whose copy of (key, event_id) was released, and its HLC.
+    fn get(&self, key: &str, event_id: &str) -> Option<(String, Hlc)>;
+}
+
+/// The backing of a merge's released ids (none: all in memory).
+#[derive(Default)]
+struct Backing(Option<Box<dyn ReleasedIds>>);
+
+impl std::fmt::Debug for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Backing(store)"
+        } else {
+            "Backing(memory)"
+        })
+    }
 }
 
 /// What changed in a partition's merge state since the last checkpoint (`take_checkpoint`):
@@ -144,12 +169,26 @@ impl PartitionMerge {
         self
     }
 
+    /// Keep released ids older than the last checkpoint in `ids` instead of memory: memory
+    /// then holds only those since the last checkpoint, and a restart loads none.
+    pub fn with_released_ids(mut self, ids: Box<dyn ReleasedIds>) -> Self {
+        self.backing = Backing(Some(ids));
+        self
+    }
+
+    /// The released copy of `id`, if any: since the last checkpoint, else in the backing.
+    fn lookup(&self, id: &(String, String)) -> Option<(String, Hlc)> {
+        if let Some(v) = self.emitted.get(id) {
+            return Some(v.clone());
+        }
+        self.backing.0.as_ref()?.get(&id.0, &id.1)
+    }
+
     /// The released copy of `id` that makes a copy stamped `hlc` a duplicate: one released
     /// no more than the retention before it. The rule depends on the two HLCs only, so the
     /// answer is the same whatever has been expired meanwhile.
-    fn released_copy(&self, id: &(String, String), hlc: Hlc) -> Option<&String> {
-        self.emitted
-            .get(id)
+    fn released_copy(&self, id: &(String, String), hlc: Hlc) -> Option<String> {
+        self.lookup(id)
             .filter(|(_, first)| first.physical_ms >= hlc.physical_ms - self.retention_ms)
             .map(|(region, _)| region)
     }
@@ -178,7 +217,15 @@ impl PartitionMerge {
         }
     }
 
-    /// Released ids held (bounded by the release rate times the retention).
+    /// Where the duplicate window starts (ms of HLC): no decision from now on needs a
+    /// released id older than this.
+    pub fn window_start_ms(&self) -> Option<i64> {
+        self.last_emitted
+            .as_ref()
+            .map(|l| l.hlc.physical_ms.saturating_sub(self.retention_ms))
+    }
+
+    /// Released ids held in memory (with a backing: those since the last checkpoint).
     pub fn remembered(&self) -> usize {
         self.emitted.len()
     }
@@ -303,7 +350,7 @@ impl PartitionMerge {
         let order = OrderKey::new(hlc, region, ev.event_id.clone());
         if self.last_emitted.as_ref().is_some_and(|l| order <= *l) {
             let id = (ev.key.clone(), ev.event_id.clone());
-            return match self.emitted.get(&id).map(|(r, _)| r) {
+            return match self.lookup(&id).map(|(r, _)| r) {
                 // Released before: a replay after a restart re-reads it.
                 Some(first) if first == region => Vec::new(),
                 // Another region's copy was released: a cross-region duplicate (reported
@@ -370,7 +417,7 @@ impl PartitionMerge {
             // A copy of an event another region's copy was released for, no more than the
             // retention earlier: the earliest is kept, this one goes to `conflicts`.
             let id = (ev.key.clone(), ev.event_id.clone());
-            if let Some(first) = self.released_copy(&id, order.hlc).cloned() {
+            if let Some(first) = self.released_copy(&id, order.hlc) {
                 out.conflicts.push(conflict(
                     ConflictKind::CrossRegionDuplicate,
                     &ev,
@@ -467,17 +514,21 @@ impl PartitionMerge {
                 (k, s)
             })
             .collect();
-        let put = std::mem::take(&mut self.emitted_new);
         let del = std::mem::take(&mut self.emitted_gone);
-        // An id released and expired within one delta needs neither.
-        let gone: rustc_hash::FxHashSet<&(String, String)> = del.iter().collect();
-        let put = put
+        // An id released and expired within one delta needs no put (unless released again).
+        let gone: rustc_hash::FxHashSet<(String, String)> = del.iter().cloned().collect();
+        let put: Vec<_> = std::mem::take(&mut self.emitted_new)
             .into_iter()
-            .filter(|(k, e, _, _)| {
-                !gone.contains(&(k.clone(), e.clone()))
-                    || self.emitted.contains_key(&(k.clone(), e.clone()))
+            .filter(|(k, e, _, h)| {
+                let id = (k.clone(), e.clone());
+                !gone.contains(&id) || self.emitted.get(&id).is_some_and(|(_, at)| at == h)
             })
             .collect();
+        if self.backing.0.is_some() {
+            // They are the store's now (once this checkpoint is written).
+            self.emitted.clear();
+            self.emitted_order.clear();
+        }
         Checkpoint {
             states,
             emitted_put: put,
@@ -833,16 +884,31 @@ mod tests {
             self.last = cp.last_emitted;
         }
 
-        fn loaded(&self) -> Loaded {
+        /// As the store gives it back; a backed merge looks ids up instead of loading them.
+        fn loaded(&self, backed: bool) -> Loaded {
             Loaded {
                 states: self.states.clone().into_iter().collect(),
-                emitted: self
-                    .emitted
-                    .iter()
-                    .map(|((k, e), (r, h))| (k.clone(), e.clone(), r.clone(), *h))
-                    .collect(),
+                emitted: if backed {
+                    Vec::new()
+                } else {
+                    self.emitted
+                        .iter()
+                        .map(|((k, e), (r, h))| (k.clone(), e.clone(), r.clone(), *h))
+                        .collect()
+                },
                 last_emitted: self.last.clone(),
             }
+        }
+    }
+
+    struct ModelIds(std::sync::Arc<std::sync::Mutex<ModelStore>>);
+
+    impl ReleasedIds for ModelIds {
+        fn get(&self, key: &str, event_id: &str) -> Option<(String, Hlc)> {
+            let s = self.0.lock().unwrap();
+            s.emitted
+                .get(&(key.to_owned(), event_id.to_owned()))
+                .cloned()
         }
     }
 
@@ -852,19 +918,28 @@ mod tests {
         drain_every: usize,
         crash: Option<(usize, usize)>,
         retention_ms: i64,
+        backed: bool,
     ) -> Vec<Vec<u8>> {
         let regions: Vec<String> = h.iter().map(|(r, _)| r.clone()).collect();
         let mut idx = vec![0usize; h.len()];
-        let fresh = || PartitionMerge::new(0, 1000).with_retention_ms(retention_ms);
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(ModelStore::default()));
+        let fresh = || {
+            let m = PartitionMerge::new(0, 1000).with_retention_ms(retention_ms);
+            if backed {
+                m.with_released_ids(Box::new(ModelIds(shared.clone())))
+            } else {
+                m
+            }
+        };
         let mut m = fresh();
         let mut out: Vec<(ReconciledEvent, BTreeMap<String, i64>)> = Vec::new();
         // Checkpoints taken after each drain: (output length, store as of then).
-        let mut store = ModelStore::default();
+        let store = shared.clone();
         let mut checkpoints: Vec<(usize, ModelStore)> = vec![(0, ModelStore::default())];
         let drain = |m: &mut PartitionMerge,
                      idx: &[usize],
                      out: &mut Vec<_>,
-                     store: &mut ModelStore,
+                     store: &std::sync::Mutex<ModelStore>,
                      checkpoints: &mut Vec<(usize, ModelStore)>| {
             let rel = m.drain(&regions, 0);
             let resume = resume_points(&regions, &rel.sources, |r| {
@@ -872,8 +947,10 @@ mod tests {
                 m.resume_after_release(r, idx[i] as i64)
             });
             out.extend(rel.reconciled.into_iter().zip(resume));
-            store.apply(m.take_checkpoint());
-            checkpoints.push((out.len(), store.clone()));
+            let cp = m.take_checkpoint();
+            let mut st = store.lock().unwrap();
+            st.apply(cp);
+            checkpoints.push((out.len(), st.clone()));
         };
         for (step, &r) in order.iter().enumerate() {
             if let Some((at, keep)) = crash {
@@ -887,15 +964,17 @@ mod tests {
                         .find(|(n, _)| *n <= out.len())
                         .cloned()
                         .unwrap_or_default();
+                    *store.lock().unwrap() = snap.clone();
                     m = fresh();
-                    m.load(snap.loaded());
+                    m.load(snap.loaded(backed));
                     for (rec, _) in &out[from..] {
                         m.adopt(rec);
                     }
-                    store = snap;
-                    store.apply(m.take_checkpoint());
+                    let cp = m.take_checkpoint();
+                    let mut st = store.lock().unwrap();
+                    st.apply(cp);
                     checkpoints.retain(|(n, _)| *n <= out.len());
-                    checkpoints.push((out.len(), store.clone()));
+                    checkpoints.push((out.len(), st.clone()));
                     let resume = out.last().map(|(_, r)| r.clone()).unwrap_or_default();
                     for (i, name) in regions.iter().enumerate() {
                         idx[i] = resume.get(name).copied().unwrap_or(0) as usize;
@@ -913,7 +992,7 @@ mod tests {
                 idx[r] += 1;
             }
             if (step + 1) % drain_every == 0 {
-                drain(&mut m, &idx, &mut out, &mut store, &mut checkpoints);
+                drain(&mut m, &idx, &mut out, &store, &mut checkpoints);
             }
         }
         for (r, (name, evs)) in h.iter().enumerate() {
@@ -923,7 +1002,7 @@ mod tests {
             }
             idx[r] = evs.len();
         }
-        drain(&mut m, &idx, &mut out, &mut store, &mut checkpoints);
+        drain(&mut m, &idx, &mut out, &store, &mut checkpoints);
         out.iter()
             .map(|(r, _)| Codec::reconciled().encode(r).unwrap())
             .collect()
@@ -935,8 +1014,8 @@ mod tests {
                                                  o1 in proptest::collection::vec(0usize..3, 0..120),
                                                  o2 in proptest::collection::vec(0usize..3, 0..120),
                                                  d1 in 1usize..10, d2 in 1usize..10) {
-            let a = run(&h, &o1, d1, None, DEFAULT_RETENTION_MS);
-            let b = run(&h, &o2, d2, None, DEFAULT_RETENTION_MS);
+            let a = run(&h, &o1, d1, None, DEFAULT_RETENTION_MS, false);
+            let b = run(&h, &o2, d2, None, DEFAULT_RETENTION_MS, true);
             prop_assert_eq!(&a, &b);
             // each distinct (key, event_id) exactly once
             let mut ids = std::collections::HashSet::new();
@@ -951,9 +1030,12 @@ mod tests {
                                                 o in proptest::collection::vec(0usize..3, 1..120),
                                                 d in 1usize..10,
                                                 at in 0usize..120, keep in 0usize..1000) {
-            let clean = run(&h, &o, d, None, DEFAULT_RETENTION_MS);
-            let crashed = run(&h, &o, d, Some((at % o.len(), keep)), DEFAULT_RETENTION_MS);
-            prop_assert_eq!(clean, crashed);
+            let clean = run(&h, &o, d, None, DEFAULT_RETENTION_MS, false);
+            let crashed = run(&h, &o, d, Some((at % o.len(), keep)), DEFAULT_RETENTION_MS, false);
+            prop_assert_eq!(&clean, &crashed);
+            // The same with released ids in the store (the reconciler's set-up).
+            let backed = run(&h, &o, d, Some((at % o.len(), keep)), DEFAULT_RETENTION_MS, true);
+            prop_assert_eq!(&clean, &backed);
         }
 
         /// With a retention short enough that some copies of a shared id fall outside it, the
@@ -966,11 +1048,13 @@ mod tests {
                                                 d1 in 1usize..10, d2 in 1usize..10,
                                                 at in 0usize..120, keep in 0usize..1000,
                                                 ret in 1i64..60) {
-            let a = run(&h, &o1, d1, None, ret);
-            let b = run(&h, &o2, d2, None, ret);
+            let a = run(&h, &o1, d1, None, ret, false);
+            let b = run(&h, &o2, d2, None, ret, true);
             prop_assert_eq!(&a, &b);
-            let crashed = run(&h, &o1, d1, Some((at % o1.len(), keep)), ret);
+            let crashed = run(&h, &o1, d1, Some((at % o1.len(), keep)), ret, false);
             prop_assert_eq!(&a, &crashed);
+            let backed = run(&h, &o1, d1, Some((at % o1.len(), keep)), ret, true);
+            prop_assert_eq!(&a, &backed);
         }
     }
 }

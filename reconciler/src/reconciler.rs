@@ -42,7 +42,7 @@ pub struct Reconciler {
     /// History partitions flow control paused (ahead of their partition's laggard).
     held: BTreeSet<(String, i32)>,
     /// The checkpoint, written after every committed transaction.
-    store: CheckpointStore,
+    store: Arc<CheckpointStore>,
 }
 
 /// Fetching to stop and to start again (region, partition).
@@ -122,7 +122,7 @@ impl Reconciler {
             &cfg.kafka,
             &format!("rf-reconciler-{}", cfg.instance),
         )?;
-        let store = CheckpointStore::open(&cfg.state_dir.join(&cfg.instance))?;
+        let store = Arc::new(CheckpointStore::open(&cfg.state_dir.join(&cfg.instance))?);
         let mut merges = BTreeMap::new();
         let mut positions = BTreeMap::new();
         for &p in &owned {
@@ -411,6 +411,15 @@ impl Reconciler {
             };
             self.store
                 .write(&self.cfg.reconciled_topic, *p, &cp, &meta)?;
+        }
+        if let Some(start) = self
+            .merges
+            .values()
+            .map(|m| m.window_start_ms())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().min())
+        {
+            self.store.expire_before(start);
         }
         let s = &self.stats;
         s.reconciled.fetch_add(n_rec, Ordering::Relaxed);

@@ -7,12 +7,13 @@
 
 use crate::config::Config;
 use crate::merge::PartitionMerge;
-use crate::store::{CheckpointStore, Meta};
+use crate::store::{CheckpointStore, Meta, StoredIds};
 use rdkafka::message::{Headers, Message};
 use rf_runtime::kafka::read_to_end;
 use rf_runtime::Error;
 use rf_schemas::{headers, Codec};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Restored {
@@ -30,12 +31,17 @@ pub struct Restored {
 pub fn restore_partition(
     cfg: &Config,
     partition: i32,
-    store: &CheckpointStore,
+    store: &Arc<CheckpointStore>,
 ) -> Result<Restored, Error> {
     let started = Instant::now();
     let mut merge = PartitionMerge::new(partition, cfg.register_concurrency_window_ms)
         .with_max_clock_offset(cfg.max_clock_offset_ms)
-        .with_retention_ms(cfg.dedup_retention_secs as i64 * 1000);
+        .with_retention_ms(cfg.dedup_retention_secs as i64 * 1000)
+        .with_released_ids(Box::new(StoredIds {
+            store: store.clone(),
+            topic: cfg.reconciled_topic.clone(),
+            partition,
+        }));
     let (meta, checkpoint) = match store.load(&cfg.reconciled_topic, partition)? {
         Some((meta, loaded)) => {
             merge.load(loaded);

@@ -9,7 +9,7 @@
 //! different topics never read each other's checkpoint. The merge itself (`merge.rs`) never
 //! names RocksDB: it hands over a [`Checkpoint`] delta and takes back a [`Loaded`] one.
 
-use crate::merge::{Checkpoint, Loaded};
+use crate::merge::{Checkpoint, Loaded, ReleasedIds};
 use rf_core::{AggState, OrderKey};
 use rf_runtime::Error;
 use rf_schemas::Hlc;
@@ -17,6 +17,8 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBat
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 const CF_STATE: &str = "state";
 const CF_EMITTED: &str = "emitted";
@@ -33,6 +35,9 @@ pub struct Meta {
 
 pub struct CheckpointStore {
     db: DB,
+    /// Released ids with an HLC below this (ms) are past every partition's duplicate window:
+    /// compaction drops them. Only ever raised (`expire_before`).
+    horizon: Arc<AtomicI64>,
 }
 
 fn err(e: impl std::fmt::Display) -> Error {
@@ -66,11 +71,32 @@ impl CheckpointStore {
         opts.create_missing_column_families(true);
         // A checkpoint store is small (state, not history): modest memtables.
         opts.set_write_buffer_size(16 * 1024 * 1024);
-        let cfs = [CF_STATE, CF_EMITTED, CF_META]
-            .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        // Released ids: point lookups that mostly miss (a bloom filter answers those), expired
+        // by compaction once past the window. The merge's window rule never needs an expired
+        // one, so when compaction runs changes no decision.
+        let horizon = Arc::new(AtomicI64::new(i64::MIN));
+        let mut ids = Options::default();
+        let mut block = rocksdb::BlockBasedOptions::default();
+        block.set_bloom_filter(10.0, false);
+        ids.set_block_based_table_factory(&block);
+        let h = horizon.clone();
+        ids.set_compaction_filter("rf-released-id-window", move |_level, _key, value| {
+            let ms = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.split('\0').nth(1))
+                .and_then(|ms| ms.parse::<i64>().ok());
+            match ms {
+                Some(ms) if ms < h.load(Ordering::Relaxed) => rocksdb::CompactionDecision::Remove,
+                _ => rocksdb::CompactionDecision::Keep,
+            }
+        });
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_STATE, Options::default()),
+            ColumnFamilyDescriptor::new(CF_EMITTED, ids),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ];
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
-        Ok(CheckpointStore { db })
+        Ok(CheckpointStore { db, horizon })
     }
 
     fn scan(
@@ -118,21 +144,35 @@ impl CheckpointStore {
             loaded.states.push((key, s));
             Ok(())
         })?;
-        self.scan(CF_EMITTED, &p, |k, v| {
-            let k = String::from_utf8_lossy(k);
-            let (key, id) = k.split_once('\0').ok_or_else(|| err("bad emitted key"))?;
-            let v = String::from_utf8_lossy(v);
-            let mut f = v.split('\0');
-            let (Some(region), Some(ms), Some(l)) = (f.next(), f.next(), f.next()) else {
-                return Err(err("bad emitted value"));
-            };
-            let hlc = Hlc::new(ms.parse().map_err(err)?, l.parse().map_err(err)?);
-            loaded
-                .emitted
-                .push((key.to_owned(), id.to_owned(), region.to_owned(), hlc));
-            Ok(())
-        })?;
         Ok(Some((stored.meta, loaded)))
+    }
+
+    /// The released copy of (key, event_id) in `topic[partition]`, if still held.
+    pub fn released(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        event_id: &str,
+    ) -> Result<Option<(String, Hlc)>, Error> {
+        let cf = self.db.cf_handle(CF_EMITTED).expect("column family");
+        let k = with(&prefix(topic, partition), &[key, event_id]);
+        let Some(v) = self.db.get_pinned_cf(cf, k).map_err(err)? else {
+            return Ok(None);
+        };
+        let v = String::from_utf8_lossy(&v);
+        let mut f = v.split('\0');
+        let (Some(region), Some(ms), Some(l)) = (f.next(), f.next(), f.next()) else {
+            return Err(err("bad released id value"));
+        };
+        let hlc = Hlc::new(ms.parse().map_err(err)?, l.parse().map_err(err)?);
+        Ok(Some((region.to_owned(), hlc)))
+    }
+
+    /// Let compaction drop released ids with an HLC below `ms` (the lowest duplicate-window
+    /// start over the partitions this store serves). Never lowered.
+    pub fn expire_before(&self, ms: i64) {
+        self.horizon.fetch_max(ms, Ordering::Relaxed);
     }
 
     /// Write one partition's checkpoint delta and meta in one batch.
@@ -204,7 +244,13 @@ mod tests {
         let (m, l) = s.load("reconciled", 0).unwrap().unwrap();
         assert_eq!(m, meta);
         assert_eq!(l.states.len(), 1);
-        assert_eq!(l.emitted, cp.emitted_put);
+        // Released ids are looked up, never loaded: a restart costs the state, not the ids.
+        assert!(l.emitted.is_empty());
+        assert_eq!(
+            s.released("reconciled", 0, "likes:1", "e1").unwrap(),
+            Some(("a".to_owned(), Hlc::new(5, 1)))
+        );
+        assert_eq!(s.released("reconciled", 1, "likes:1", "e1").unwrap(), None);
         assert_eq!(l.last_emitted, cp.last_emitted);
         assert!(s.load("reconciled-check", 0).unwrap().is_none());
         assert!(s.load("reconciled", 1).unwrap().is_none());
@@ -214,12 +260,30 @@ mod tests {
             ..Checkpoint::default()
         };
         s.write("reconciled", 0, &cp2, &meta).unwrap();
-        assert!(s
-            .load("reconciled", 0)
-            .unwrap()
-            .unwrap()
-            .1
-            .emitted
-            .is_empty());
+        assert_eq!(s.released("reconciled", 0, "likes:1", "e1").unwrap(), None);
+    }
+}
+
+/// One partition's released ids in the store, for the merge (`merge::ReleasedIds`).
+pub struct StoredIds {
+    pub store: Arc<CheckpointStore>,
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl ReleasedIds for StoredIds {
+    fn get(&self, key: &str, event_id: &str) -> Option<(String, Hlc)> {
+        match self
+            .store
+            .released(&self.topic, self.partition, key, event_id)
+        {
+            Ok(v) => v,
+            Err(e) => {
+                // A store that cannot be read fails the next checkpoint write too; until then
+                // the id counts as unknown, and the log says so.
+                tracing::error!(error = %e, key, event_id, "checkpoint store read failed");
+                None
+            }
+        }
     }
 }
