@@ -218,6 +218,30 @@ impl CheckpointStore {
     }
 }
 
+/// One partition's released ids in the store, for the merge (`merge::ReleasedIds`).
+pub struct StoredIds {
+    pub store: Arc<CheckpointStore>,
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl ReleasedIds for StoredIds {
+    fn get(&self, key: &str, event_id: &str) -> Option<(String, Hlc)> {
+        match self
+            .store
+            .released(&self.topic, self.partition, key, event_id)
+        {
+            Ok(v) => v,
+            Err(e) => {
+                // A store that cannot be read fails the next checkpoint write too; until then
+                // the id counts as unknown, and the log says so.
+                tracing::error!(error = %e, key, event_id, "checkpoint store read failed");
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,29 +285,5 @@ mod tests {
         };
         s.write("reconciled", 0, &cp2, &meta).unwrap();
         assert_eq!(s.released("reconciled", 0, "likes:1", "e1").unwrap(), None);
-    }
-}
-
-/// One partition's released ids in the store, for the merge (`merge::ReleasedIds`).
-pub struct StoredIds {
-    pub store: Arc<CheckpointStore>,
-    pub topic: String,
-    pub partition: i32,
-}
-
-impl ReleasedIds for StoredIds {
-    fn get(&self, key: &str, event_id: &str) -> Option<(String, Hlc)> {
-        match self
-            .store
-            .released(&self.topic, self.partition, key, event_id)
-        {
-            Ok(v) => v,
-            Err(e) => {
-                // A store that cannot be read fails the next checkpoint write too; until then
-                // the id counts as unknown, and the log says so.
-                tracing::error!(error = %e, key, event_id, "checkpoint store read failed");
-                None
-            }
-        }
     }
 }
