@@ -145,8 +145,11 @@ impl Reconciler {
         let mut sources = Vec::new();
         for src in &cfg.regions {
             let group = format!("rf-reconciler-{}", cfg.instance);
-            let c: BaseConsumer =
-                read_committed(&src.bootstrap_servers, &cfg.kafka, &group).create()?;
+            // librdkafka prefetches up to 64 MB per consumer by default; one consumer per
+            // region makes that the largest part of the reconciler's memory during a catch-up.
+            let c: BaseConsumer = read_committed(&src.bootstrap_servers, &cfg.kafka, &group)
+                .set("queued.max.messages.kbytes", "16384")
+                .create()?;
             let mut tpl = TopicPartitionList::new();
             for &p in &owned {
                 tpl.add_partition_offset(

@@ -8,6 +8,7 @@ pub mod mix;
 pub mod pipeline;
 pub mod quix;
 pub mod report;
+pub mod soak;
 
 /// How big a run is: the full one for docs/BENCHMARKS.md, the small one CI runs to keep
 /// the benchmark working.

@@ -1,0 +1,35 @@
+//! `soak`: the reconciler over a growing history (constant keys, history grown in phases),
+//! printing per phase its catch-up rate, resident memory and restart after kill -9, and the
+//! last phase against the first. See `rf_loadgen::bench::soak` and docs/BENCHMARKS.md.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Reconciler soak: memory, restart and catch-up as the history grows")]
+struct Args {
+    /// Distinct counter keys (the state size, constant over the run).
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// History size at the end of each phase, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "200000,600000,2000000")]
+    events: Vec<usize>,
+}
+
+fn main() -> std::process::ExitCode {
+    rf_runtime::logging::init("warn");
+    let args = Args::parse();
+    println!(
+        "== reconciler soak: {} keys, history {:?} events, 2 regions on Tansu",
+        args.keys, args.events
+    );
+    match rf_loadgen::bench::soak::run(args.keys, &args.events) {
+        Ok(phases) => {
+            println!("== {}", rf_loadgen::bench::soak::summary(&phases));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("soak failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The reconciler soak at a small size (the full run is `soak`, docs/BENCHMARKS.md): every
+//! figure of every phase is measured and every event reconciled. No speed or memory is
+//! asserted here; the figures are printed.
+use rf_loadgen::bench::soak;
+
+#[test]
+fn the_soak_measures_every_phase() {
+    let phases = soak::run(1_000, &[5_000, 15_000, 50_000]).unwrap();
+    assert_eq!(phases.len(), 3);
+    for p in &phases {
+        assert!(p.catch_up_rate > 0.0 && p.input_rate > 0.0, "{p:?}");
+        assert!(p.rss_kb > 0, "no RSS read: {p:?}");
+        assert!(p.restart_secs > 0.0, "{p:?}");
+    }
+    eprintln!("{}", soak::summary(&phases));
+}
