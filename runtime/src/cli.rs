@@ -104,3 +104,41 @@ pub fn run_until_signal(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Cfg {
+        interval_ms: u64,
+    }
+
+    impl ServiceConfig for Cfg {
+        fn validate(&self) -> Result<()> {
+            crate::config::in_range("interval_ms", self.interval_ms, 1, 1000)
+        }
+    }
+
+    #[test]
+    fn file_then_flags_then_validation() {
+        let path = std::env::temp_dir().join(format!("rf-cli-{}.toml", std::process::id()));
+        std::fs::write(&path, "interval_ms = 5\n").unwrap();
+        let c = configure::<Cfg>(Some(&path), |_| {}).unwrap();
+        assert_eq!(c.interval_ms, 5);
+        // Flags and env win over the file.
+        let c = configure::<Cfg>(Some(&path), |c| c.interval_ms = 7).unwrap();
+        assert_eq!(c.interval_ms, 7);
+        // Invalid: refused (exit code 2), not run.
+        assert!(configure::<Cfg>(Some(&path), |c| c.interval_ms = 0).is_err());
+        std::fs::write(&path, "interval = 5\n").unwrap();
+        assert!(
+            configure::<Cfg>(Some(&path), |_| {}).is_err(),
+            "unknown key"
+        );
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(parse_kv("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_kv("novalue").is_err());
+    }
+}

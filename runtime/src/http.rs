@@ -138,3 +138,53 @@ async fn metrics(State(b): State<Base>) -> Response {
 
 /// How long open streams (SSE, WebSocket) may run on after a stop.
 pub const STREAM_GRACE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn serves_base_and_service_routes_and_stops_with_its_service() {
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r2 = ready.clone();
+        let base = Base {
+            registry: prometheus::Registry::new(),
+            before_scrape: Arc::new(|| {}),
+            ready: Arc::new(move || r2.load(std::sync::atomic::Ordering::SeqCst)),
+        };
+        let shutdown = Shutdown::default();
+        let routes = Router::new().route("/extra", get_route());
+        let server = serve("127.0.0.1:0", base, routes, &shutdown).unwrap();
+        let addr = server.addr;
+        assert!(http_get(addr, "/health").unwrap().contains("200 OK"));
+        assert!(http_get(addr, "/ready").unwrap().contains("503"));
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(http_get(addr, "/ready").unwrap().contains("200 OK"));
+        assert!(http_get(addr, "/extra").unwrap().contains("extra"));
+        shutdown.trigger();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while http_get(addr, "/health").is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "still serving after its shutdown"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.stop();
+    }
+
+    fn get_route() -> axum::routing::MethodRouter {
+        axum::routing::get(|| async { "extra" })
+    }
+}
