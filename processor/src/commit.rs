@@ -101,11 +101,17 @@ impl Engine {
             history = tracing::field::Empty
         );
         let _entered = span.enter();
-        if !self.offsets.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in &self.offsets {
+        // Every transaction sends offsets with the group metadata, heartbeat-only ones too
+        // (the committed offset again, which moves nothing): the broker checks the group
+        // generation, so a zombie whose partitions moved cannot commit even heartbeats.
+        let mut tpl = TopicPartitionList::new();
+        for p in self.folds.keys() {
+            let at = self.offsets.get(p).or(self.committed.get(p));
+            if let Some(o) = at {
                 tpl.add_partition_offset(&self.cfg.events_topic, *p, Offset::Offset(*o))?;
             }
+        }
+        if tpl.count() > 0 {
             let meta = c
                 .group_metadata()
                 .ok_or_else(|| Error::Aborted("no consumer group metadata".into()))?;
@@ -123,7 +129,7 @@ impl Engine {
             crash("rf::after_commit")
         });
         self.in_txn = false;
-        self.offsets.clear();
+        self.committed.extend(std::mem::take(&mut self.offsets));
         let mut batch = StoreBatch::default();
         let now = self.clock.now_ms();
         for (p, fold) in self.folds.iter_mut() {

@@ -30,6 +30,11 @@ pub struct Engine {
     pub(crate) txn_started: Instant,
     /// Next input offset per partition to commit with the open transaction.
     pub(crate) offsets: BTreeMap<i32, i64>,
+    /// The group's committed input offset per owned partition (as assigned, then as
+    /// committed): sent again with transactions that consumed nothing of that partition, so
+    /// that every transaction, heartbeat-only ones too, carries the group generation and a
+    /// zombie whose partitions moved is fenced at its commit.
+    pub(crate) committed: BTreeMap<i32, i64>,
     pub(crate) last_write: HashMap<i32, Instant>,
     /// An error raised inside a rebalance callback, for the loop to stop with.
     pub(crate) fatal: Option<Error>,
@@ -68,6 +73,7 @@ impl Engine {
             in_txn: false,
             txn_started: Instant::now(),
             offsets: BTreeMap::new(),
+            committed: BTreeMap::new(),
             last_write: HashMap::new(),
             fatal: None,
             failed_in_a_row: 0,

@@ -145,6 +145,11 @@ impl Engine {
                 Some(n) => Offset::Offset(n),
                 None => Offset::Beginning,
             };
+            // What heartbeat-only transactions re-commit: never ahead of the group's own.
+            match from_group {
+                Some(n) => self.committed.insert(p, n),
+                None => self.committed.remove(&p),
+            };
             tpl.set_partition_offset(&self.cfg.events_topic, p, offset)?;
         }
         tracing::info!(?partitions, "partitions assigned and restored");
@@ -161,6 +166,7 @@ impl Engine {
             let p = el.partition();
             self.folds.remove(&p);
             self.offsets.remove(&p);
+            self.committed.remove(&p);
             // No stale lag for a partition we no longer own.
             let _ = self
                 .stats
