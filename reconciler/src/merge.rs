@@ -64,6 +64,9 @@ pub struct PartitionMerge {
     emitted_gone: Vec<(String, String)>,
     /// With a backing, `emitted` holds only the ids released since the last checkpoint.
     backing: Backing,
+    /// A backing lookup failed: this drain's decisions cannot be trusted
+    /// (`take_store_error`; the reconciler then writes nothing and stops).
+    store_error: std::cell::RefCell<Option<String>>,
     register_window_ms: i64,
     /// A region whose HLCs run more than this far ahead of our wall clock is reported
     /// (invariant 4). 0 = the default, 500 ms.
@@ -77,8 +80,9 @@ pub struct PartitionMerge {
 /// answer for every id released before the last `take_checkpoint`; ids past the duplicate
 /// window may be gone or not, the merge's window rule ignores them either way.
 pub trait ReleasedIds: Send {
-    /// The region whose copy of (key, event_id) was released, and its HLC.
-    fn get(&self, key: &str, event_id: &str) -> Option<(String, Hlc)>;
+    /// The region whose copy of (key, event_id) was released, and its HLC; `Err` when the
+    /// store cannot answer.
+    fn get(&self, key: &str, event_id: &str) -> Result<Option<(String, Hlc)>, String>;
 }
 
 /// The backing of a merge's released ids (none: all in memory).
@@ -181,7 +185,19 @@ impl PartitionMerge {
         if let Some(v) = self.emitted.get(id) {
             return Some(v.clone());
         }
-        self.backing.0.as_ref()?.get(&id.0, &id.1)
+        match self.backing.0.as_ref()?.get(&id.0, &id.1) {
+            Ok(v) => v,
+            Err(e) => {
+                self.store_error.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    /// The first failed backing lookup since the last call: the decisions made since then
+    /// may be wrong, so nothing drained meanwhile may be written.
+    pub fn take_store_error(&self) -> Option<String> {
+        self.store_error.borrow_mut().take()
     }
 
     /// The released copy of `id` that makes a copy stamped `hlc` a duplicate: one released
@@ -646,6 +662,28 @@ mod tests {
     }
 
     #[test]
+    fn a_store_that_cannot_answer_is_reported_not_taken_for_a_miss() {
+        struct Failing;
+        impl ReleasedIds for Failing {
+            fn get(&self, _: &str, _: &str) -> Result<Option<(String, Hlc)>, String> {
+                Err("disk on fire".into())
+            }
+        }
+        let regions = vec!["a".to_string(), "b".to_string()];
+        let mut m = PartitionMerge::new(0, 1000).with_released_ids(Box::new(Failing));
+        m.offer(
+            "a",
+            ev("a", "1", "k", 10, Op::CounterAdd { delta: 1 }),
+            0,
+            0,
+        );
+        m.offer("b", hb("b", 20), 0, 0);
+        m.drain(&regions, 0);
+        assert_eq!(m.take_store_error().as_deref(), Some("disk on fire"));
+        assert_eq!(m.take_store_error(), None);
+    }
+
+    #[test]
     fn waits_for_every_watermark() {
         let regions = vec!["a".to_string(), "b".to_string()];
         let mut m = PartitionMerge::new(0, 1000);
@@ -904,11 +942,11 @@ mod tests {
     struct ModelIds(std::sync::Arc<std::sync::Mutex<ModelStore>>);
 
     impl ReleasedIds for ModelIds {
-        fn get(&self, key: &str, event_id: &str) -> Option<(String, Hlc)> {
+        fn get(&self, key: &str, event_id: &str) -> Result<Option<(String, Hlc)>, String> {
             let s = self.0.lock().unwrap();
-            s.emitted
+            Ok(s.emitted
                 .get(&(key.to_owned(), event_id.to_owned()))
-                .cloned()
+                .cloned())
         }
     }
 

@@ -322,6 +322,13 @@ impl Reconciler {
                 }
             }
             let released = merge.drain(&self.regions, now);
+            if let Some(e) = merge.take_store_error() {
+                // A duplicate decision could not be made: write nothing; the restart
+                // re-adopts the log and the checkpoint.
+                return Err(Error::Store(format!(
+                    "checkpoint store read failed (partition {p}): {e}"
+                )));
+            }
             buffered += merge.buffered() as u64;
             if released.reconciled.is_empty() && released.conflicts.is_empty() {
                 continue;

@@ -226,19 +226,10 @@ pub struct StoredIds {
 }
 
 impl ReleasedIds for StoredIds {
-    fn get(&self, key: &str, event_id: &str) -> Option<(String, Hlc)> {
-        match self
-            .store
+    fn get(&self, key: &str, event_id: &str) -> Result<Option<(String, Hlc)>, String> {
+        self.store
             .released(&self.topic, self.partition, key, event_id)
-        {
-            Ok(v) => v,
-            Err(e) => {
-                // A store that cannot be read fails the next checkpoint write too; until then
-                // the id counts as unknown, and the log says so.
-                tracing::error!(error = %e, key, event_id, "checkpoint store read failed");
-                None
-            }
-        }
+            .map_err(|e| format!("released id {key}/{event_id}: {e}"))
     }
 }
 
