@@ -11,6 +11,9 @@ use std::thread::JoinHandle;
 
 pub const PARTITIONS: i32 = 4;
 
+/// Output topics of the check reconciler (`Cluster::fresh_check_config`).
+pub const CHECK_TOPICS: [&str; 2] = ["reconciled-check", "conflicts-check"];
+
 pub struct Running<S> {
     pub name: String,
     pub shutdown: Shutdown,
@@ -234,6 +237,51 @@ impl Cluster {
             state_dir: self.dir.path().join("reconciler"),
             ..Default::default()
         }
+    }
+
+    /// Creates the output topics of the check reconciler (`fresh_check_config`).
+    pub fn create_check_topics(&self) -> Result<(), String> {
+        self.home.create_topics(&CHECK_TOPICS, self.partitions)
+    }
+
+    /// A fresh reconciler over the same histories, to compare outputs byte for byte: its own
+    /// instance (so its own checkpoint) and output topics, the regions listed in reverse (so
+    /// they arrive in another order) and another commit interval.
+    pub fn fresh_check_config(&self) -> rf_reconciler::Config {
+        let mut fresh = self.reconciler_config();
+        fresh.instance = "fresh".into();
+        fresh.reconciled_topic = CHECK_TOPICS[0].into();
+        fresh.conflicts_topic = CHECK_TOPICS[1].into();
+        fresh.regions.reverse();
+        fresh.commit_interval_ms = 37;
+        fresh
+    }
+
+    /// Replace the in-process reconciler by a fresh check reconciler, wait until it has
+    /// written `want` records, stop everything, and return the first difference between
+    /// `reconciled` and its output (`None`: byte-identical).
+    pub fn compare_with_fresh_reconciler(
+        &mut self,
+        want: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Option<String>, String> {
+        if let Some(mut r) = self.reconciler.take() {
+            r.stop()?;
+        }
+        self.start_reconciler_with(self.fresh_check_config());
+        self.wait_until(timeout, "the fresh reconciler", |c| {
+            Ok(c.reconciled_so_far() as usize >= want)
+        })?;
+        let errs = self.stop_all();
+        if !errs.is_empty() {
+            return Err(errs.join("; "));
+        }
+        let home = self.home.bootstrap();
+        let (a, b) = (
+            crate::check::topic_bytes(&home, "reconciled", self.partitions)?,
+            crate::check::topic_bytes(&home, CHECK_TOPICS[0], self.partitions)?,
+        );
+        Ok(crate::check::first_difference(&a, &b))
     }
 
     pub fn start_reconciler(&mut self) {

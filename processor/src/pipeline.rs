@@ -65,24 +65,15 @@ pub fn run_with(
 ) -> Result<()> {
     cfg.validate()?;
     stats.view.reset(&cfg.region);
-    let _http = if cfg.http_addr.is_empty() {
-        None
-    } else {
-        let (s1, s2) = (stats.clone(), stats.clone());
-        let base = rf_runtime::http::Base {
-            registry: stats.metrics.registry.clone(),
-            before_scrape: Arc::new(move || crate::serve::before_scrape(&s1)),
-            ready: Arc::new(move || s2.ready.load(std::sync::atomic::Ordering::SeqCst)),
-        };
-        let server = rf_runtime::http::serve(
-            &cfg.http_addr,
-            base,
-            crate::serve::routes(stats.clone()),
-            &shutdown,
-        )?;
-        *stats.http_addr.lock().expect("addr lock") = Some(server.addr);
-        Some(server)
+    let (s1, s2) = (stats.clone(), stats.clone());
+    let base = rf_runtime::http::Base {
+        registry: stats.metrics.registry.clone(),
+        before_scrape: Arc::new(move || crate::serve::before_scrape(&s1)),
+        ready: Arc::new(move || s2.ready.load(std::sync::atomic::Ordering::SeqCst)),
     };
+    let routes = crate::serve::routes(stats.clone());
+    let http = rf_runtime::http::serve_unless_empty(&cfg.http_addr, base, routes, &shutdown)?;
+    *stats.http_addr.lock().expect("addr lock") = http.as_ref().map(|h| h.addr);
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::Store(e.to_string()))?;
     let store = RocksStore::open_with_retention(
         &cfg.state_dir,

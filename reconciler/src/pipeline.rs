@@ -38,19 +38,15 @@ pub fn run_with(
     stats: Arc<Stats>,
 ) -> Result<(), Error> {
     cfg.validate()?;
-    let _http = if cfg.http_addr.is_empty() {
-        None
-    } else {
-        let (s1, s2) = (stats.clone(), stats.clone());
-        let base = rf_runtime::http::Base {
-            registry: stats.metrics.registry.clone(),
-            before_scrape: Arc::new(move || s1.before_scrape()),
-            ready: Arc::new(move || s2.is_ready()),
-        };
-        let server = rf_runtime::http::serve(&cfg.http_addr, base, axum::Router::new(), &shutdown)?;
-        *stats.http_addr.lock().expect("addr lock") = Some(server.addr);
-        Some(server)
+    let (s1, s2) = (stats.clone(), stats.clone());
+    let base = rf_runtime::http::Base {
+        registry: stats.metrics.registry.clone(),
+        before_scrape: Arc::new(move || s1.before_scrape()),
+        ready: Arc::new(move || s2.is_ready()),
     };
+    let http =
+        rf_runtime::http::serve_unless_empty(&cfg.http_addr, base, axum::Router::new(), &shutdown)?;
+    *stats.http_addr.lock().expect("addr lock") = http.as_ref().map(|h| h.addr);
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = Instant::now();

@@ -111,6 +111,19 @@ pub fn serve(addr: &str, base: Base, routes: Router, shutdown: &Shutdown) -> Res
     })
 }
 
+/// `serve`, unless `addr` is empty (HTTP turned off in the configuration).
+pub fn serve_unless_empty(
+    addr: &str,
+    base: Base,
+    routes: Router,
+    shutdown: &Shutdown,
+) -> Result<Option<HttpServer>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    serve(addr, base, routes, shutdown).map(Some)
+}
+
 fn router(base: Base) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))

@@ -36,9 +36,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     let mut c = Cluster::start_partitionable(&regions, 4).unwrap_or_else(|e| {
         panic!("this test needs Linux network namespaces (root and iproute2): {e}")
     });
-    c.home
-        .create_topics(&["reconciled-check", "conflicts-check"], 4)
-        .unwrap();
+    c.create_check_topics().unwrap();
     for r in regions {
         c.start_processor(r, 0);
     }
@@ -221,12 +219,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
 
     // Same bytes as a fresh reconciler reading the same histories, no partition, another
     // arrival order.
-    let mut fresh = c.reconciler_config();
-    fresh.instance = "fresh".into();
-    fresh.reconciled_topic = "reconciled-check".into();
-    fresh.conflicts_topic = "conflicts-check".into();
-    fresh.regions.reverse();
-    fresh.commit_interval_ms = 37;
+    let fresh = c.fresh_check_config();
     let errs = c.stop_all();
     assert!(errs.is_empty(), "{errs:?}");
     c.reconciler = None;

@@ -6,7 +6,7 @@
 //! waits. With `max_buffered_bytes` at 256 KiB the merge's buffer stays near that bound
 //! (one poll batch over it at most) while a's history holds far more; once b's processor
 //! runs, everything is reconciled, byte-identical to a reconciler without the bound.
-use rf_harness::check::{check, first_difference, reconciled_count, topic_bytes};
+use rf_harness::check::{check, reconciled_count};
 use rf_harness::cluster::Cluster;
 use rf_harness::http_client::{get, sample};
 use rf_harness::workload::{generate, publish, Workload};
@@ -18,9 +18,7 @@ const BOUND: usize = 256 * 1024;
 fn a_stalled_merge_pauses_the_regions_ahead_instead_of_buffering_them() {
     let regions = ["a", "b"];
     let mut c = Cluster::start(&regions, 4).unwrap();
-    c.home
-        .create_topics(&["reconciled-check", "conflicts-check"], 4)
-        .unwrap();
+    c.create_check_topics().unwrap();
     c.start_processor("a", 0);
     let mut cfg = c.reconciler_config();
     cfg.max_buffered_bytes = BOUND;
@@ -80,28 +78,10 @@ fn a_stalled_merge_pauses_the_regions_ahead_instead_of_buffering_them() {
     .unwrap();
     assert_eq!(scrape(&c, "rf_reconciler_paused_partitions"), 0.0);
 
-    let mut rec = c.reconciler.take().unwrap();
-    rec.stop().unwrap();
-    let mut fresh = c.reconciler_config();
-    fresh.instance = "fresh".into();
-    fresh.reconciled_topic = "reconciled-check".into();
-    fresh.conflicts_topic = "conflicts-check".into();
-    c.start_reconciler_with(fresh);
-    c.wait_until(Duration::from_secs(120), "the fresh reconciler", |c| {
-        Ok(c.reconciled_so_far() as usize >= want)
-    })
-    .unwrap();
-    let errs = c.stop_all();
-    assert!(errs.is_empty(), "{errs:?}");
+    let difference = c
+        .compare_with_fresh_reconciler(want, Duration::from_secs(120))
+        .unwrap();
     let report = check(&c, &ledger).unwrap();
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
-    let home = c.home.bootstrap();
-    assert_eq!(
-        first_difference(
-            &topic_bytes(&home, "reconciled", 4).unwrap(),
-            &topic_bytes(&home, "reconciled-check", 4).unwrap()
-        ),
-        None,
-        "flow control changed the output"
-    );
+    assert_eq!(difference, None, "flow control changed the output");
 }

@@ -5,7 +5,7 @@
 //! byte-identical to a fresh reconciler that never saw an outage.
 //!
 //! `RF_HOME_OUTAGE_SECS` sets the outage (default 60).
-use rf_harness::check::{check, first_difference, reconciled_count, topic_bytes};
+use rf_harness::check::{check, reconciled_count};
 use rf_harness::cluster::Cluster;
 use rf_harness::http_client::{get, sample};
 use rf_harness::netns::PortBlock;
@@ -18,9 +18,7 @@ fn reconciler_rides_out_a_home_cluster_outage() {
     let outage = Duration::from_secs(env_count("RF_HOME_OUTAGE_SECS", 60) as u64);
     let regions = ["a", "b"];
     let mut c = Cluster::start(&regions, 4).unwrap();
-    c.home
-        .create_topics(&["reconciled-check", "conflicts-check"], 4)
-        .unwrap();
+    c.create_check_topics().unwrap();
     for r in regions {
         c.start_processor(r, 0);
     }
@@ -85,30 +83,15 @@ fn reconciler_rides_out_a_home_cluster_outage() {
     );
 
     // A fresh reconciler over the same histories, never cut off.
-    let mut rec = c.reconciler.take().unwrap();
-    rec.stop().unwrap();
-    let mut fresh = c.reconciler_config();
-    fresh.instance = "fresh".into();
-    fresh.reconciled_topic = "reconciled-check".into();
-    fresh.conflicts_topic = "conflicts-check".into();
-    fresh.regions.reverse();
-    c.start_reconciler_with(fresh);
-    c.wait_until(Duration::from_secs(120), "the fresh reconciler", |c| {
-        Ok(c.reconciled_so_far() as usize >= want)
-    })
-    .unwrap();
-    let errs = c.stop_all();
-    assert!(errs.is_empty(), "{errs:?}");
+    let difference = c
+        .compare_with_fresh_reconciler(want, Duration::from_secs(120))
+        .unwrap();
 
     let report = check(&c, &ledger).unwrap();
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
     assert_eq!(report.reconciled, want, "duplicates in reconciled");
-    let home = c.home.bootstrap();
-    let cut = topic_bytes(&home, "reconciled", 4).unwrap();
-    let clean = topic_bytes(&home, "reconciled-check", 4).unwrap();
     assert_eq!(
-        first_difference(&cut, &clean),
-        None,
+        difference, None,
         "the reconciler that rode out the outage and a fresh one disagree"
     );
 }

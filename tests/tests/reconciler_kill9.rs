@@ -19,9 +19,7 @@ fn reconciler_survives_kill9_during_catch_up() {
     let kills = rf_harness::process::env_count("RF_RECONCILER_KILLS", 12);
     let regions = ["a", "b", "c"];
     let mut c = Cluster::start(&regions, 4).unwrap();
-    c.home
-        .create_topics(&["reconciled-check", "conflicts-check"], 4)
-        .unwrap();
+    c.create_check_topics().unwrap();
     for r in regions {
         c.start_processor(r, 0);
     }
@@ -116,13 +114,7 @@ fn reconciler_survives_kill9_during_catch_up() {
 
     // A fresh reconciler over the same histories, regions listed in another order (so they
     // arrive in another order), never killed.
-    let mut fresh = cfg.clone();
-    fresh.instance = "fresh".into();
-    fresh.reconciled_topic = "reconciled-check".into();
-    fresh.conflicts_topic = "conflicts-check".into();
-    fresh.regions.reverse();
-    fresh.commit_interval_ms = 37;
-    c.start_reconciler_with(fresh);
+    c.start_reconciler_with(c.fresh_check_config());
     let home = c.home.bootstrap();
     c.wait_until(Duration::from_secs(240), "the fresh reconciler", |c| {
         Ok(c.reconciled_so_far() as usize >= want)

@@ -46,9 +46,7 @@ fn has_line(text: &str, name: &str, labels: &[&str], value: &str) -> bool {
 fn undecodable_late_and_misnamed_history_are_never_skipped_in_silence() {
     let regions = ["a", "b"];
     let mut c = Cluster::start(&regions, 4).unwrap();
-    c.home
-        .create_topics(&["reconciled-check", "conflicts-check"], 4)
-        .unwrap();
+    c.create_check_topics().unwrap();
     for r in regions {
         c.start_processor(r, 0);
     }
@@ -182,8 +180,8 @@ fn undecodable_late_and_misnamed_history_are_never_skipped_in_silence() {
     // Region names swapped: refused, naming both.
     let mut wrong = c.reconciler_config();
     wrong.instance = "misnamed".into();
-    wrong.reconciled_topic = "reconciled-check".into();
-    wrong.conflicts_topic = "conflicts-check".into();
+    wrong.reconciled_topic = rf_harness::cluster::CHECK_TOPICS[0].into();
+    wrong.conflicts_topic = rf_harness::cluster::CHECK_TOPICS[1].into();
     wrong.http_addr = String::new();
     let (a, b) = (wrong.regions[0].name.clone(), wrong.regions[1].name.clone());
     wrong.regions[0].name = b;
