@@ -2,9 +2,10 @@
 //! fold step used both by the processor (regional view) and by the reconciler (merge in
 //! reconciled order), so both sides compute the same state from the same sequence.
 
+pub use crate::indexed::{Board, Orders};
 use rf_schemas::{Event, Hlc, Op};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 pub const LEADERBOARD_TOP_K: usize = 10;
 pub const CHANNEL_LAST_N: usize = 20;
@@ -83,11 +84,11 @@ pub enum AggState {
     },
     Leaderboard {
         /// Best score per player.
-        best: BTreeMap<String, i64>,
+        best: Board,
     },
     Inventory {
         available: i64,
-        reserved: BTreeMap<String, i64>,
+        reserved: Orders,
     },
     Channel {
         count: u64,
@@ -121,11 +122,11 @@ impl AggState {
                 hlc: None,
             },
             Family::Leaderboard => AggState::Leaderboard {
-                best: BTreeMap::new(),
+                best: Board::default(),
             },
             Family::Inventory => AggState::Inventory {
                 available: 0,
-                reserved: BTreeMap::new(),
+                reserved: Orders::default(),
             },
             Family::Channel => AggState::Channel {
                 count: 0,
@@ -138,15 +139,13 @@ impl AggState {
         }
     }
 
-    /// Top K players by best score (ties by player name), for leaderboards.
+    /// Top K players by best score (ties by player name), for leaderboards. O(K).
     pub fn top_k(&self) -> Vec<(String, i64)> {
         match self {
-            AggState::Leaderboard { best } => {
-                let mut v: Vec<_> = best.iter().map(|(p, s)| (p.clone(), *s)).collect();
-                v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                v.truncate(LEADERBOARD_TOP_K);
-                v
-            }
+            AggState::Leaderboard { best } => best
+                .top(LEADERBOARD_TOP_K)
+                .map(|(p, s)| (p.to_owned(), s))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -236,6 +235,21 @@ fn custom_step(
     Ok(r)
 }
 
+/// Fold one record of `reconciled` (its event and the outcome the merge gave it), as a
+/// reader of the topic rebuilds the full state the bounded `state_json` does not carry:
+/// an applied event is applied as the merge applied it (user aggregates by their `merge`
+/// step), a refused or revoked one changes nothing.
+pub fn apply_reconciled(state: &mut Option<AggState>, ev: &Event, outcome: rf_schemas::Outcome) {
+    if outcome != rf_schemas::Outcome::Applied {
+        return;
+    }
+    let _ = if matches!(ev.op, Op::Custom { .. }) {
+        custom_step(state, ev, true)
+    } else {
+        apply_admitted(state, ev)
+    };
+}
+
 /// Fold one event whose admission is already decided (a history record, or an own event
 /// in the regional view): a refused event changes nothing; an admitted reservation is
 /// applied even where this state alone could not cover it (it was admitted against the
@@ -283,8 +297,7 @@ pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Invali
             Applied::Applied
         }
         (AggState::Leaderboard { best }, Op::ScoreSubmit { player, score }) => {
-            let e = best.entry(player.clone()).or_insert(*score);
-            *e = (*e).max(*score);
+            best.submit(player, *score);
             Applied::Applied
         }
         (AggState::Inventory { available, .. }, Op::StockAdd { qty }) => {

@@ -4,11 +4,14 @@
 pub mod aggregate;
 pub mod clock;
 pub mod custom;
+pub mod indexed;
 pub mod order;
+pub mod published;
 pub mod view;
 
 pub use aggregate::{AggState, Applied, Family, InvalidOp};
 pub use clock::{Clock, HlcClock, ManualClock, SystemClock};
 pub use custom::Aggregate;
 pub use order::OrderKey;
+pub use published::{published_json, Published};
 pub use view::RegionalView;

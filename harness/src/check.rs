@@ -4,9 +4,10 @@
 use crate::cluster::Cluster;
 use crate::workload::Ledger;
 use rdkafka::message::Message;
-use rf_core::{AggState, OrderKey};
+use rf_core::aggregate::apply_reconciled;
+use rf_core::{published_json, AggState, OrderKey};
 use rf_runtime::kafka::read_to_end;
-use rf_schemas::{Codec, Event, Op, Outcome, ReconciledEvent};
+use rf_schemas::{Codec, Event, Op, ReconciledEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -189,6 +190,8 @@ pub fn check(c: &Cluster, ledger: &Ledger) -> Result<Report, String> {
     let mut seen = HashSet::new();
     let mut last: HashMap<i32, OrderKey> = HashMap::new();
     let mut final_state: HashMap<String, (AggState, Event)> = HashMap::new();
+    let mut folded: HashMap<String, Option<AggState>> = HashMap::new();
+    let mut state_mismatches = 0;
     for (p, re) in &rec {
         let ev = &re.event;
         let order = OrderKey::new(
@@ -214,10 +217,20 @@ pub fn check(c: &Cluster, ledger: &Ledger) -> Result<Report, String> {
                     .push(format!("reconciled: {id:?} did not keep the earliest copy"));
             }
         }
-        if re.outcome == Outcome::Applied || re.state_json != "null" {
-            if let Ok(s) = AggState::from_json(&re.state_json) {
-                final_state.insert(ev.key.clone(), (s, ev.clone()));
-            }
+        // A reader rebuilds the full state by folding the records' events by outcome; the
+        // bounded `state_json` of every record must be the published form of that fold.
+        let slot = folded.entry(ev.key.clone()).or_default();
+        apply_reconciled(slot, ev, re.outcome);
+        let want = published_json(slot.as_ref(), ev);
+        if want != re.state_json && state_mismatches < 5 {
+            state_mismatches += 1;
+            r.problems.push(format!(
+                "reconciled[{p}] {}: state_json {} is not the fold of the records before it ({want})",
+                ev.event_id, re.state_json
+            ));
+        }
+        if let Some(s) = slot {
+            final_state.insert(ev.key.clone(), (s.clone(), ev.clone()));
         }
     }
     if seen.len() != ledger.distinct.len() {

@@ -59,9 +59,11 @@ impl PartitionFold {
         }
     }
 
-    fn load(&mut self, store: &dyn StateStore, key: &str) -> Result<Option<AggState>> {
-        if let Some(s) = self.cache.get(key) {
-            return Ok(Some(s.clone()));
+    /// The key's state, taken out of the cache (the caller puts it back) or read from the
+    /// store.
+    fn take(&mut self, store: &dyn StateStore, key: &str) -> Result<Option<AggState>> {
+        if let Some(s) = self.cache.remove(key) {
+            return Ok(Some(s));
         }
         store.state(self.partition, key)
     }
@@ -73,14 +75,12 @@ impl PartitionFold {
         store.seen(self.partition, key, id)
     }
 
-    fn record(&mut self, key: &str, id: &str, state: Option<AggState>) {
+    /// An accepted or adopted event: its id awaits the store, its key's state is dirty.
+    fn record(&mut self, key: &str, id: &str) {
         let pair = (key.to_owned(), id.to_owned());
         self.pending_set.insert(pair.clone());
         self.pending_ids.push(pair);
-        if let Some(s) = state {
-            self.cache.insert(key.to_owned(), s);
-            self.dirty.insert(key.to_owned());
-        }
+        self.dirty.insert(key.to_owned());
     }
 
     /// Decide one input record from the `events` topic. Inventory ops are admitted against
@@ -89,7 +89,7 @@ impl PartitionFold {
     pub fn decide(
         &mut self,
         store: &dyn StateStore,
-        view: Option<&RegionalView>,
+        view: Option<&mut RegionalView>,
         kafka_key: Option<&[u8]>,
         payload: &[u8],
         now_ms: i64,
@@ -104,7 +104,7 @@ impl PartitionFold {
                 ),
             });
         }
-        let mut ev = match Codec::event().decode(payload) {
+        let ev = match Codec::event().decode(payload) {
             Ok(e) => e,
             Err(e) => {
                 return Ok(Decision::Dead {
@@ -132,46 +132,93 @@ impl PartitionFold {
         if self.is_dup(store, &ev.key, &ev.event_id)? {
             return Ok(Decision::Duplicate);
         }
-        let mut state = self.load(store, &ev.key)?;
+        // The state is taken out of the cache and put back on every path: no copy of it
+        // per event, however large the key (a leaderboard of 200,000 players).
+        let mut state = self.take(store, &ev.key)?;
+        let key = ev.key.clone();
+        let decision = self.decide_op(&mut state, view, ev, now_ms);
+        if let Decision::Accept(ev) = &decision {
+            self.record(&ev.key, &ev.event_id);
+        }
+        if let Some(s) = state {
+            self.cache.insert(key, s);
+        }
+        Ok(decision)
+    }
+
+    fn decide_op(
+        &mut self,
+        state: &mut Option<AggState>,
+        view: Option<&mut RegionalView>,
+        mut ev: Event,
+        now_ms: i64,
+    ) -> Decision {
         if let Err(e) = validate(state.as_ref(), &ev.op) {
-            return Ok(Decision::Dead {
+            return Decision::Dead {
                 class: e.class(),
                 reason: e.to_string(),
-            });
+            };
         }
-        let admit_state = match view {
-            Some(v) if Family::of(&ev.op) == Some(Family::Inventory) => v.view(&ev.key),
-            _ => state.clone(),
+        // Inventory is admitted against the regional view (reduced to what the op needs),
+        // everything else against this region's own state.
+        let mut admit_view = match view {
+            Some(v) if Family::of(&ev.op) == Some(Family::Inventory) => {
+                Some(v.admission_view(&ev.key, &ev.op))
+            }
+            _ => None,
         };
         // A release must name an order the view holds a reservation for. (The reconciler,
         // replaying every region, records such a release as refused instead.)
         if let Op::Release { order_id } = &ev.op {
-            let known = matches!(&admit_state, Some(AggState::Inventory { reserved, .. }) if reserved.contains_key(order_id));
+            let admit = admit_view.as_ref().unwrap_or(&*state);
+            let known = matches!(admit, Some(AggState::Inventory { reserved, .. }) if reserved.contains_key(order_id));
             if !known {
-                return Ok(Decision::Dead {
+                return Decision::Dead {
                     class: "invalid_value",
                     reason: format!("release of unknown order {order_id:?}"),
-                });
+                };
             }
         }
         ev.region = Some(self.region.clone());
         ev.hlc = Some(self.clock.tick(now_ms));
         ev.refusal = None;
-        let mut probe = admit_state;
-        match apply(&mut probe, &ev) {
-            Ok(Applied::Applied) => {}
-            Ok(Applied::Refused(r)) => ev.refusal = Some(r),
-            Err(e) => {
-                return Ok(Decision::Dead {
-                    class: e.class(),
-                    reason: e.to_string(),
-                })
+        match admit_view.as_mut() {
+            Some(probe) => {
+                match apply(probe, &ev) {
+                    Ok(Applied::Applied) => {}
+                    Ok(Applied::Refused(r)) => ev.refusal = Some(r),
+                    Err(e) => {
+                        return Decision::Dead {
+                            class: e.class(),
+                            reason: e.to_string(),
+                        }
+                    }
+                }
+                // This region's own state folds the decision as made (as a restore will).
+                let _ = apply_admitted(state, &ev);
+            }
+            None => {
+                // Applied, `apply` changed the state exactly as `apply_admitted` of the
+                // admitted event would; refused or bad, it changed nothing but may have
+                // created an empty state, which is undone.
+                let was_none = state.is_none();
+                let r = apply(state, &ev);
+                if was_none && !matches!(r, Ok(Applied::Applied)) {
+                    *state = None;
+                }
+                match r {
+                    Ok(Applied::Applied) => {}
+                    Ok(Applied::Refused(r)) => ev.refusal = Some(r),
+                    Err(e) => {
+                        return Decision::Dead {
+                            class: e.class(),
+                            reason: e.to_string(),
+                        }
+                    }
+                }
             }
         }
-        // This region's own state folds the decision as made (as a restore will).
-        let _ = apply_admitted(&mut state, &ev);
-        self.record(&ev.key.clone(), &ev.event_id.clone(), state);
-        Ok(Decision::Accept(ev))
+        Decision::Accept(ev)
     }
 
     /// A heartbeat for this history partition, stamped now.
@@ -207,10 +254,13 @@ impl PartitionFold {
         if matches!(ev.op, Op::Heartbeat) || self.is_dup(store, &ev.key, &ev.event_id)? {
             return Ok(false);
         }
-        let mut state = self.load(store, &ev.key)?;
+        let mut state = self.take(store, &ev.key)?;
         // History was validated when written; an error here means a foreign writer.
         let _ = apply_admitted(&mut state, ev);
-        self.record(&ev.key, &ev.event_id, state);
+        self.record(&ev.key, &ev.event_id);
+        if let Some(s) = state {
+            self.cache.insert(ev.key.clone(), s);
+        }
         Ok(true)
     }
 

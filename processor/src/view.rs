@@ -46,10 +46,10 @@ impl View {
         partition: i32,
         use_view: bool,
         unsaved: &mut Unsaved,
-        decide: impl FnOnce(Option<&RegionalView>) -> Result<Decision, E>,
+        decide: impl FnOnce(Option<&mut RegionalView>) -> Result<Decision, E>,
     ) -> Result<Decision, E> {
         let mut view = self.lock();
-        let decision = decide(use_view.then_some(&*view))?;
+        let decision = decide(use_view.then_some(&mut *view))?;
         if let Decision::Accept(ev) = &decision {
             if use_view && ev.refusal.is_none() && view.accepted(partition, ev) {
                 unsaved.put.push((partition, ev.clone()));

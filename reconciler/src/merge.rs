@@ -7,8 +7,8 @@
 //! the released sequence, and therefore every output byte, depends only on the set of
 //! regional histories, not on arrival order.
 
-use rf_core::aggregate::merge_step;
-use rf_core::{AggState, Applied, OrderKey};
+use rf_core::aggregate::{apply_reconciled, merge_step};
+use rf_core::{published_json, AggState, Applied, OrderKey};
 use rf_schemas::{Conflict, ConflictKind, Event, Hlc, Op, Outcome, ReconciledEvent};
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -329,11 +329,16 @@ impl PartitionMerge {
             ev.event_id.clone(),
         );
         self.remember(&ev.key, &ev.event_id, &region, order.hlc);
-        if let Ok(s) = AggState::from_json(&rec.state_json) {
-            self.states.insert(ev.key.clone(), s);
-            self.dirty.insert(ev.key.clone());
-        }
+        // `state_json` is bounded (rf_core::published); the state is the fold of the
+        // records' events by outcome, as the merge made it. A record at or below the last
+        // one adopted is in the state already.
         if self.last_emitted.as_ref().is_none_or(|l| order > *l) {
+            let mut state = self.states.remove(&ev.key);
+            apply_reconciled(&mut state, ev, rec.outcome);
+            if let Some(s) = state {
+                self.states.insert(ev.key.clone(), s);
+            }
+            self.dirty.insert(ev.key.clone());
             self.last_emitted = Some(order);
         }
     }
@@ -499,10 +504,7 @@ impl PartitionMerge {
                 Err(e) => (Outcome::Revoked, Some(e.to_string())),
             }
         };
-        let state_json = state
-            .as_ref()
-            .map(|s| s.to_json())
-            .unwrap_or_else(|| "null".into());
+        let state_json = published_json(state.as_ref(), &ev);
         if let Some(s) = state {
             self.states.insert(ev.key.clone(), s);
         }
