@@ -9,6 +9,17 @@ pub struct RegionSource {
     pub bootstrap_servers: String,
 }
 
+/// How an instance gets its partition indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// The ones in `partitions` (empty: all).
+    Static,
+    /// Shared dynamically by every instance of the same `reconciled_topic` through a
+    /// consumer group on the home cluster (`membership.rs`); `partitions` must be empty.
+    Group,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -18,8 +29,14 @@ pub struct Config {
     pub history_topic: String,
     pub reconciled_topic: String,
     pub conflicts_topic: String,
-    /// Partition indexes this instance owns (empty = all).
+    /// Partition indexes this instance owns (empty = all), with `assignment = "static"`.
     pub partitions: Vec<i32>,
+    /// `static` (default) or `group` (high availability: instances share the partition
+    /// indexes and take over a dead one's within `session_timeout_ms`).
+    pub assignment: Assignment,
+    /// With `assignment = "group"`: how long the group waits for a silent instance before
+    /// giving its partition indexes to the others.
+    pub session_timeout_ms: u64,
     pub commit_interval_ms: u64,
     pub restore_timeout_secs: u64,
     /// Two puts on one key from different regions closer than this are reported concurrent.
@@ -53,6 +70,8 @@ impl Default for Config {
             reconciled_topic: "reconciled".into(),
             conflicts_topic: "conflicts".into(),
             partitions: Vec::new(),
+            assignment: Assignment::Static,
+            session_timeout_ms: 10_000,
             commit_interval_ms: 100,
             restore_timeout_secs: 60,
             register_concurrency_window_ms: 2000,
@@ -91,6 +110,15 @@ impl Config {
         if self.max_buffered_bytes < 64 * 1024 {
             return Err(bad("max_buffered_bytes", "must be at least 65536"));
         }
+        if self.assignment == Assignment::Group && !self.partitions.is_empty() {
+            return Err(bad(
+                "partitions",
+                "must be empty with assignment = \"group\" (the group assigns them)",
+            ));
+        }
+        if !(1_000..=300_000).contains(&self.session_timeout_ms) {
+            return Err(bad("session_timeout_ms", "must be within 1000..=300000"));
+        }
         if self.dedup_retention_secs == 0 {
             return Err(bad("dedup_retention_secs", "must be positive"));
         }
@@ -101,5 +129,39 @@ impl Config {
 impl rf_runtime::cli::ServiceConfig for Config {
     fn validate(&self) -> Result<(), Error> {
         Config::validate(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            regions: vec![RegionSource {
+                name: "a".into(),
+                bootstrap_servers: "127.0.0.1:1".into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// A group assigns the indexes itself: a static list beside it is refused, naming the
+    /// field; so is a session timeout out of range.
+    #[test]
+    fn group_assignment_is_validated() {
+        let mut c = valid();
+        c.assignment = Assignment::Group;
+        assert!(c.validate().is_ok());
+        c.partitions = vec![0];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("partitions"), "{e}");
+        let mut c = valid();
+        c.session_timeout_ms = 10;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("session_timeout_ms"), "{e}");
+        let parsed: Config = toml::from_str("assignment = \"group\"").unwrap();
+        assert_eq!(parsed.assignment, Assignment::Group);
+        assert!(toml::from_str::<Config>("assignment = \"lease\"").is_err());
     }
 }

@@ -4,10 +4,12 @@
 //!
 //! Same shape as the processor: `config` (validated settings), `merge` (the I/O-free
 //! core, invariants 5 and 6), `restore` (adopt our own output, invariant 3), `reconciler`
-//! (the `Reconciler` value: its offer and release steps), `metrics` and `stats`, `pipeline`
+//! (the `Reconciler` value: its offer and release steps), `membership` (which partition
+//! indexes this instance owns, by a consumer group), `metrics` and `stats`, `pipeline`
 //! (the loop). Kafka plumbing, HTTP base, shutdown and CLI come from `rf-runtime`.
 
 pub mod config;
+pub mod membership;
 pub mod merge;
 pub mod metrics;
 pub mod pipeline;

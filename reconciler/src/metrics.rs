@@ -29,6 +29,8 @@ pub struct Metrics {
     pub buffered_bytes: prometheus::IntGauge,
     /// (region, partition)s whose fetching flow control has paused.
     pub paused: prometheus::IntGauge,
+    /// Partition indexes this instance reconciles now.
+    pub owned: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -109,6 +111,11 @@ impl Default for Metrics {
             "History partitions whose fetching flow control paused (they are ahead; Kafka buffers)",
         )
         .expect("valid gauge");
+        let owned = prometheus::IntGauge::new(
+            "rf_reconciler_owned_partitions",
+            "Partition indexes this reconciler instance reconciles now (static or assigned by its group)",
+        )
+        .expect("valid gauge");
         // Every kind exists from the start (at 0), so dashboards and alerts find the series.
         for kind in rf_schemas::ConflictKind::SYMBOLS {
             conflicts.with_label_values(&[kind]);
@@ -125,6 +132,7 @@ impl Default for Metrics {
             Box::new(restore_seconds.clone()),
             Box::new(buffered_bytes.clone()),
             Box::new(paused.clone()),
+            Box::new(owned.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -141,6 +149,7 @@ impl Default for Metrics {
             restore_seconds,
             buffered_bytes,
             paused,
+            owned,
         }
     }
 }

@@ -7,8 +7,9 @@
 //! histories from the adopted positions. Only fatal errors (configuration, a region name that
 //! does not match its cluster's history) stop the process.
 
-use crate::config::Config;
-use crate::reconciler::{Offered, Reconciler};
+use crate::config::{Assignment, Config};
+use crate::membership::Member;
+use crate::reconciler::{static_partitions, Offered, Reconciler};
 use crate::stats::Stats;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -47,11 +48,21 @@ pub fn run_with(
     let http =
         rf_runtime::http::serve_unless_empty(&cfg.http_addr, base, axum::Router::new(), &shutdown)?;
     *stats.http_addr.lock().expect("addr lock") = http.as_ref().map(|h| h.addr);
+    // The group membership outlives each life of the `Reconciler`: a recovery does not
+    // leave the group (which would move partitions for nothing).
+    let member = match cfg.assignment {
+        Assignment::Group => Some(Member::join(&cfg)?),
+        Assignment::Static => None,
+    };
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = Instant::now();
-        match run_once(&cfg, &shutdown, clock.clone(), &stats) {
-            Ok(()) => break,
+        match run_once(&cfg, &shutdown, clock.clone(), &stats, member.as_ref()) {
+            Ok(Life::Stopped) => break,
+            Ok(Life::Reassigned) => {
+                stats.ready.store(0, Ordering::SeqCst);
+                continue;
+            }
             Err(e) if e.is_retriable() && !shutdown.is_triggered() => {
                 stats.ready.store(0, Ordering::SeqCst);
                 stats.metrics.recoveries.inc();
@@ -75,18 +86,50 @@ pub fn run_with(
     Ok(())
 }
 
-/// One life of the reconciler: start from the log, then merge until shutdown or an error.
+/// How one life of the reconciler ended.
+enum Life {
+    Stopped,
+    /// The group moved partition indexes: start again with the new assignment.
+    Reassigned,
+}
+
+/// One life of the reconciler: take the partition indexes (static, or the group's current
+/// assignment), start from the log, then merge until shutdown, an error, or a rebalance.
 fn run_once(
     cfg: &Config,
     shutdown: &Shutdown,
     clock: Arc<dyn Clock>,
     stats: &Arc<Stats>,
-) -> Result<(), Error> {
+    member: Option<&Member>,
+) -> Result<Life, Error> {
     let commit_every = Duration::from_millis(cfg.commit_interval_ms);
-    let (mut rec, sources) = Reconciler::start(cfg.clone(), clock, stats.clone())?;
+    let owned = match member {
+        None => static_partitions(cfg)?,
+        Some(m) => loop {
+            if shutdown.is_triggered() {
+                return Ok(Life::Stopped);
+            }
+            if let Some(ps) = m.poll() {
+                break ps;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        },
+    };
+    let (mut rec, sources) = Reconciler::start(cfg.clone(), &owned, clock, stats.clone())?;
     stats.ready.store(1, Ordering::SeqCst);
     let mut last_commit = Instant::now();
     while !shutdown.is_triggered() {
+        // A rebalance is seen here, between two releases. Nothing more is written: the
+        // group hands the revoked indexes out once every member has rejoined, which this
+        // poll just did, and their next owner adopts what is committed. What was read and
+        // not yet released is read again by whoever owns each index next.
+        if let Some(m) = member {
+            let now = m.poll();
+            if now.as_deref() != Some(&owned[..]) {
+                tracing::info!(was = ?owned, now = ?now, "partition indexes reassigned; restarting on the new assignment");
+                return Ok(Life::Reassigned);
+            }
+        }
         let mut got = 0;
         for src in &sources {
             for _ in 0..500 {
@@ -136,5 +179,6 @@ fn run_once(
             last_commit = Instant::now();
         }
     }
-    rec.release()
+    rec.release()?;
+    Ok(Life::Stopped)
 }

@@ -31,11 +31,14 @@ pub struct Reconciler {
     merges: BTreeMap<i32, PartitionMerge>,
     /// Next history offset to read per (region, partition).
     positions: BTreeMap<(String, i32), i64>,
-    producer: TxnProducer,
+    /// One transactional producer per owned partition index (`transactional_id`): whoever
+    /// owns an index next initialises its id and so fences this one.
+    producers: BTreeMap<i32, TxnProducer>,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
-    /// Conflicts found on arrival (cross-region duplicates, skew): the next transaction's.
-    early: Vec<Conflict>,
+    /// Conflicts found on arrival (cross-region duplicates, skew), per partition index:
+    /// that index's next transaction's.
+    early: BTreeMap<i32, Vec<Conflict>>,
     /// History partitions stopped at a record that cannot be merged: (region, partition) →
     /// its offset. Nothing of that partition is read past it; the watermark holds there.
     stalled: BTreeMap<(String, i32), i64>,
@@ -67,6 +70,22 @@ pub struct Source {
     pub consumer: BaseConsumer,
 }
 
+/// The transactional id of partition index `p` of `cfg.reconciled_topic`: the same for
+/// every instance, so the one that takes the index over fences the one before (Kafka
+/// Streams' per-task producers under exactly-once v1).
+pub fn transactional_id(cfg: &Config, p: i32) -> String {
+    format!("rf-reconciler-{}-{p}", cfg.reconciled_topic)
+}
+
+/// The partition indexes of a static assignment: `partitions`, or all of `reconciled`.
+pub fn static_partitions(cfg: &Config) -> Result<Vec<i32>, Error> {
+    if !cfg.partitions.is_empty() {
+        return Ok(cfg.partitions.clone());
+    }
+    let n = partition_count(&cfg.home_bootstrap_servers, cfg, &cfg.reconciled_topic)?;
+    Ok((0..n).collect())
+}
+
 fn partition_count(bootstrap: &str, cfg: &Config, topic: &str) -> Result<i32, Error> {
     let c: BaseConsumer = client_config(bootstrap, &cfg.kafka).create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(30))?;
@@ -85,22 +104,19 @@ fn partition_count(bootstrap: &str, cfg: &Config, topic: &str) -> Result<i32, Er
 }
 
 impl Reconciler {
-    /// Fence, adopt our own output (invariant 3), and open one history consumer per region
-    /// at the adopted positions.
+    /// For the partition indexes `owned`: fence, adopt our own output (invariant 3), and
+    /// open one history consumer per region at the adopted positions.
     pub fn start(
         cfg: Config,
+        owned: &[i32],
         clock: Arc<dyn Clock>,
         stats: Arc<Stats>,
     ) -> Result<(Reconciler, Vec<Source>), Error> {
         // A new start: no partition is stopped until a record says so.
         stats.stalled.store(0, Ordering::SeqCst);
         stats.metrics.stalled.reset();
-        let n = partition_count(&cfg.home_bootstrap_servers, &cfg, &cfg.reconciled_topic)?;
-        let owned: Vec<i32> = if cfg.partitions.is_empty() {
-            (0..n).collect()
-        } else {
-            cfg.partitions.clone()
-        };
+        stats.metrics.owned.set(owned.len() as i64);
+        let owned = owned.to_vec();
         let regions: Vec<String> = cfg.regions.iter().map(|r| r.name.clone()).collect();
         // Every series exists from the start, at 0, so dashboards and alerts find it.
         for r in &regions {
@@ -113,15 +129,22 @@ impl Reconciler {
                     .set(0);
             }
         }
-        // Fence first: initialising the transactional id aborts whatever a previous
-        // incarnation left open, so the restore below reads the log to its real end (until
-        // then, that open transaction holds back every read_committed reader, and on Tansu
-        // it would never time out).
-        let producer = transactional_producer(
-            &cfg.home_bootstrap_servers,
-            &cfg.kafka,
-            &format!("rf-reconciler-{}", cfg.instance),
-        )?;
+        // Fence first: initialising each index's transactional id aborts whatever a
+        // previous owner (this instance's last life, or another instance) left open and
+        // fences it, so the restore below reads the log to its real end (until then, that
+        // open transaction holds back every read_committed reader, and on Tansu it would
+        // never time out) and nobody else writes the index while we do.
+        let mut producers = BTreeMap::new();
+        for &p in &owned {
+            producers.insert(
+                p,
+                transactional_producer(
+                    &cfg.home_bootstrap_servers,
+                    &cfg.kafka,
+                    &transactional_id(&cfg, p),
+                )?,
+            );
+        }
         let store = Arc::new(CheckpointStore::open(&cfg.state_dir.join(&cfg.instance))?);
         let mut merges = BTreeMap::new();
         let mut positions = BTreeMap::new();
@@ -170,10 +193,10 @@ impl Reconciler {
             regions,
             merges,
             positions,
-            producer,
+            producers,
             clock,
             stats,
-            early: Vec::new(),
+            early: BTreeMap::new(),
             stalled: BTreeMap::new(),
             held: BTreeSet::new(),
             store,
@@ -247,7 +270,9 @@ impl Reconciler {
         self.stats
             .conflicts
             .fetch_add(conflicts.len() as u64, Ordering::Relaxed);
-        self.early.extend(conflicts);
+        if !conflicts.is_empty() {
+            self.early.entry(p).or_default().extend(conflicts);
+        }
         Ok(Offered::Taken)
     }
 
@@ -292,7 +317,12 @@ impl Reconciler {
 
     /// Conflicts released with a partition go to the same partition index; conflicts
     /// found on arrival are keyed and left to the partitioner.
-    fn send_conflict(&self, partition: Option<i32>, c: &Conflict) -> Result<(), Error> {
+    fn send_conflict(
+        &self,
+        producer: &TxnProducer,
+        partition: Option<i32>,
+        c: &Conflict,
+    ) -> Result<(), Error> {
         let bytes = Codec::conflict()
             .encode(c)
             .map_err(|e| Error::Aborted(e.to_string()))?;
@@ -302,15 +332,17 @@ impl Reconciler {
         if let Some(p) = partition {
             rec = rec.partition(p);
         }
-        send(&self.producer, rec)
+        send(producer, rec)
     }
 
-    /// Release what every region's watermark has passed (invariant 6), in one transaction
-    /// on the home cluster with the conflicts found since the last one.
+    /// Release what every region's watermark has passed (invariant 6): per partition index
+    /// one transaction on the home cluster, on that index's producer, with the conflicts
+    /// found since the last one; all are sent first and then committed, each index's
+    /// checkpoint written after its commit.
     pub fn release(&mut self) -> Result<(), Error> {
         let now = self.clock.now_ms();
         let mut lag: BTreeMap<String, i64> = BTreeMap::new();
-        let mut outputs = Vec::new();
+        let mut outputs = BTreeMap::new();
         let mut buffered = 0u64;
         for (p, merge) in self.merges.iter_mut() {
             // A region with no watermark yet (nothing read from it) is left out: its lag
@@ -341,7 +373,7 @@ impl Reconciler {
                         positions.get(&(r.to_owned(), *p)).copied().unwrap_or(0),
                     )
                 });
-            outputs.push((*p, released, resume));
+            outputs.insert(*p, (released, resume));
         }
         for (r, l) in &lag {
             self.stats
@@ -353,60 +385,69 @@ impl Reconciler {
         *self.stats.watermark_lag_ms.lock().expect("lag lock") = lag;
         self.stats.buffered.store(buffered, Ordering::Relaxed);
         let early = std::mem::take(&mut self.early);
-        if outputs.is_empty() && early.is_empty() {
+        let parts: BTreeSet<i32> = outputs.keys().chain(early.keys()).copied().collect();
+        if parts.is_empty() {
             return Ok(());
         }
         let _span = tracing::info_span!(
             "release",
-            partitions = ?outputs.iter().map(|(p, r, _)| (*p, r.reconciled.len())).collect::<Vec<_>>(),
-            early_conflicts = early.len()
+            partitions = ?outputs.iter().map(|(p, (r, _))| (*p, r.reconciled.len())).collect::<Vec<_>>(),
+            early_conflicts = early.values().map(Vec::len).sum::<usize>()
         )
         .entered();
-        self.producer.begin_transaction()?;
         let mut n_rec = 0;
         let mut n_con = 0;
-        for (p, released, resume) in &outputs {
-            for (rec, resume) in released.reconciled.iter().zip(resume) {
-                let bytes = Codec::reconciled()
-                    .encode(rec)
-                    .map_err(|e| Error::Aborted(e.to_string()))?;
-                let mut hs = OwnedHeaders::new();
-                for (region, at) in resume {
-                    hs = hs.insert(Header {
-                        key: &headers::resume_header(region),
-                        value: Some(&at.to_string()),
-                    });
+        for p in &parts {
+            let producer = &self.producers[p];
+            producer.begin_transaction()?;
+            if let Some((released, resume)) = outputs.get(p) {
+                for (rec, resume) in released.reconciled.iter().zip(resume) {
+                    let bytes = Codec::reconciled()
+                        .encode(rec)
+                        .map_err(|e| Error::Aborted(e.to_string()))?;
+                    let mut hs = OwnedHeaders::new();
+                    for (region, at) in resume {
+                        hs = hs.insert(Header {
+                            key: &headers::resume_header(region),
+                            value: Some(&at.to_string()),
+                        });
+                    }
+                    send(
+                        producer,
+                        BaseRecord::to(&self.cfg.reconciled_topic)
+                            .partition(*p)
+                            .key(rec.event.key.as_bytes())
+                            .payload(&bytes[..])
+                            .headers(hs),
+                    )?;
+                    n_rec += 1;
                 }
-                send(
-                    &self.producer,
-                    BaseRecord::to(&self.cfg.reconciled_topic)
-                        .partition(*p)
-                        .key(rec.event.key.as_bytes())
-                        .payload(&bytes[..])
-                        .headers(hs),
-                )?;
-                n_rec += 1;
+                for c in &released.conflicts {
+                    self.send_conflict(producer, Some(*p), c)?;
+                    n_con += 1;
+                }
             }
-            for c in &released.conflicts {
-                self.send_conflict(Some(*p), c)?;
-                n_con += 1;
+            for c in early.get(p).into_iter().flatten() {
+                self.send_conflict(producer, None, c)?;
             }
         }
-        for c in &early {
-            self.send_conflict(None, c)?;
-        }
-        let delivered = match commit_drained(&self.producer, Duration::from_secs(30)) {
-            Ok(d) => d,
-            Err(e) => {
-                // The released records are gone from memory: recover by re-adopting
-                // whatever the log shows (invariant 3) rather than guess.
-                let _ = abort(&self.producer);
-                return Err(e);
-            }
-        };
-        // Committed: checkpoint every partition that released something, with the output
-        // offset it reflects and the resume positions of its last record.
-        for (p, _, resume) in &outputs {
+        for p in &parts {
+            let delivered = match commit_drained(&self.producers[p], Duration::from_secs(30)) {
+                Ok(d) => d,
+                Err(e) => {
+                    // The released records are gone from memory: recover by re-adopting
+                    // whatever the log shows (invariant 3) rather than guess.
+                    for q in &parts {
+                        let _ = abort(&self.producers[q]);
+                    }
+                    return Err(e);
+                }
+            };
+            // Committed: checkpoint the index, with the output offset it reflects and the
+            // resume positions of its last record.
+            let Some((_, resume)) = outputs.get(p) else {
+                continue;
+            };
             let Some(last) = delivered
                 .max_offset
                 .get(&(self.cfg.reconciled_topic.clone(), *p))
@@ -434,7 +475,7 @@ impl Reconciler {
         let s = &self.stats;
         s.reconciled.fetch_add(n_rec, Ordering::Relaxed);
         s.conflicts.fetch_add(n_con, Ordering::Relaxed);
-        for (_, released, _) in &outputs {
+        for (released, _) in outputs.values() {
             for rec in &released.reconciled {
                 let hlc_ms = rec.event.hlc.map_or(now, |h| h.physical_ms);
                 s.metrics
@@ -443,9 +484,9 @@ impl Reconciler {
             }
         }
         for c in outputs
-            .iter()
-            .flat_map(|(_, r, _)| r.conflicts.iter())
-            .chain(&early)
+            .values()
+            .flat_map(|(r, _)| r.conflicts.iter())
+            .chain(early.values().flatten())
         {
             s.metrics
                 .conflicts
