@@ -43,3 +43,25 @@ pub fn crash(seam: &str) -> ! {
     eprintln!("failpoint {seam}: aborting the process");
     std::process::abort()
 }
+
+/// The wall clock of the `processor` binary: the system's, or `RF_CLOCK_AHEAD_MS` ahead of
+/// it (a test seam like the failpoints: a zombie that resumes with its clock ahead).
+pub fn clock_from_env() -> std::sync::Arc<dyn rf_core::Clock> {
+    match std::env::var("RF_CLOCK_AHEAD_MS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        Some(ahead) => {
+            tracing::warn!(ahead_ms = ahead, "wall clock set ahead (RF_CLOCK_AHEAD_MS)");
+            std::sync::Arc::new(Ahead(ahead))
+        }
+        None => std::sync::Arc::new(rf_core::SystemClock),
+    }
+}
+
+struct Ahead(i64);
+impl rf_core::Clock for Ahead {
+    fn now_ms(&self) -> i64 {
+        rf_core::Clock::now_ms(&rf_core::SystemClock) + self.0
+    }
+}

@@ -9,7 +9,7 @@ use crate::rebalance::Ctx;
 use crate::stats::{SharedStats, Stats};
 use crate::store::RocksStore;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rf_core::{Clock, SystemClock};
+use rf_core::Clock;
 use rf_runtime::error::{Error, Result};
 use rf_runtime::kafka::{read_committed, transactional_producer};
 use rf_runtime::Shutdown;
@@ -22,7 +22,7 @@ pub const DEFAULT_FETCH_WAIT_MS: &str = "10";
 /// Run the processor until `shutdown` is triggered.
 pub fn run(cfg: Config, shutdown: Shutdown) -> Result<()> {
     let stats = Arc::new(Stats::new(&cfg.region));
-    run_with(cfg, shutdown, Arc::new(SystemClock), stats)
+    run_with(cfg, shutdown, crate::failpoints::clock_from_env(), stats)
 }
 
 /// The `events` consumer: the group's member, read_committed, offsets moved only by

@@ -56,7 +56,11 @@ pub struct PartitionMerge {
     /// duplicate (and how long released ids are kept): deterministic, on the HLC timeline.
     retention_ms: i64,
     last_emitted: Option<OrderKey>,
+    /// Merged states: every key's without a states backing, else a cache of at most
+    /// `state_cache_keys` after each checkpoint (dirty ones always).
     states: HashMap<String, AggState>,
+    stored_states: StatesBacking,
+    state_cache_keys: usize,
     /// Changes since the last checkpoint: keys whose state changed, ids released and ids
     /// expired.
     dirty: rustc_hash::FxHashSet<String>,
@@ -84,6 +88,32 @@ pub trait ReleasedIds: Send {
     /// store cannot answer.
     fn get(&self, key: &str, event_id: &str) -> Result<Option<(String, Hlc)>, String>;
 }
+
+/// Merged states as of the last checkpoint, where the merge keeps only a bounded cache of
+/// them: the reconciler's checkpoint store, a map in tests. It must answer for every key
+/// whose state changed before the last `take_checkpoint`.
+pub trait StoredStates: Send {
+    /// The key's state as of the last checkpoint; `Err` when the store cannot answer.
+    fn state(&self, key: &str) -> Result<Option<AggState>, String>;
+}
+
+/// Where states beyond the cache live (none: every key's state in memory).
+#[derive(Default)]
+struct StatesBacking(Option<Box<dyn StoredStates>>);
+
+impl std::fmt::Debug for StatesBacking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "StatesBacking(store)"
+        } else {
+            "StatesBacking(memory)"
+        })
+    }
+}
+
+/// States a store-backed merge keeps in memory per partition index between checkpoints
+/// (beyond it, the cache is dropped after a checkpoint; the store has every state).
+pub const STATE_CACHE_MAX_KEYS: usize = 50_000;
 
 /// The backing of a merge's released ids (none: all in memory).
 #[derive(Default)]
@@ -178,6 +208,32 @@ impl PartitionMerge {
     pub fn with_released_ids(mut self, ids: Box<dyn ReleasedIds>) -> Self {
         self.backing = Backing(Some(ids));
         self
+    }
+
+    /// Keep merged states in `states` instead of memory: memory holds the ones changed since
+    /// the last checkpoint plus a cache of at most `cache_keys`, and a restart loads none.
+    pub fn with_stored_states(mut self, states: Box<dyn StoredStates>, cache_keys: usize) -> Self {
+        self.stored_states = StatesBacking(Some(states));
+        self.state_cache_keys = cache_keys;
+        self
+    }
+
+    /// The key's state, taken out of the cache (the caller puts it back) or read from the
+    /// backing. A key changed since the last checkpoint is always in the cache.
+    fn take_state(&mut self, key: &str) -> Option<AggState> {
+        if let Some(s) = self.states.remove(key) {
+            return Some(s);
+        }
+        if self.dirty.contains(key) {
+            return None;
+        }
+        match self.stored_states.0.as_ref()?.state(key) {
+            Ok(s) => s,
+            Err(e) => {
+                self.store_error.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
     }
 
     /// The released copy of `id`, if any: since the last checkpoint, else in the backing.
@@ -333,7 +389,7 @@ impl PartitionMerge {
         // records' events by outcome, as the merge made it. A record at or below the last
         // one adopted is in the state already.
         if self.last_emitted.as_ref().is_none_or(|l| order > *l) {
-            let mut state = self.states.remove(&ev.key);
+            let mut state = self.take_state(&ev.key);
             apply_reconciled(&mut state, ev, rec.outcome);
             if let Some(s) = state {
                 self.states.insert(ev.key.clone(), s);
@@ -461,7 +517,7 @@ impl PartitionMerge {
 
     fn release(&mut self, order: OrderKey, ev: Event, now_ms: i64, out: &mut Released) {
         // Taken out and put back below: no clone of the state per event.
-        let mut state = self.states.remove(&ev.key);
+        let mut state = self.take_state(&ev.key);
         let (outcome, reason) = if let Some(r) = &ev.refusal {
             (Outcome::Refused, Some(r.clone()))
         } else {
@@ -519,8 +575,14 @@ impl PartitionMerge {
         });
     }
 
+    /// The key's state if it is in memory (every key's without a states backing).
     pub fn state(&self, key: &str) -> Option<&AggState> {
         self.states.get(key)
+    }
+
+    /// States held in memory.
+    pub fn cached_states(&self) -> usize {
+        self.states.len()
     }
 
     /// What changed since the last call (after a commit, for the checkpoint store).
@@ -546,6 +608,10 @@ impl PartitionMerge {
             // They are the store's now (once this checkpoint is written).
             self.emitted.clear();
             self.emitted_order.clear();
+        }
+        if self.stored_states.0.is_some() && self.states.len() > self.state_cache_keys {
+            // Every state is the store's once this checkpoint is written.
+            self.states.clear();
         }
         Checkpoint {
             states,
@@ -924,10 +990,15 @@ mod tests {
             self.last = cp.last_emitted;
         }
 
-        /// As the store gives it back; a backed merge looks ids up instead of loading them.
+        /// As the store gives it back; a backed merge looks ids and states up instead of
+        /// loading them.
         fn loaded(&self, backed: bool) -> Loaded {
             Loaded {
-                states: self.states.clone().into_iter().collect(),
+                states: if backed {
+                    Vec::new()
+                } else {
+                    self.states.clone().into_iter().collect()
+                },
                 emitted: if backed {
                     Vec::new()
                 } else {
@@ -942,6 +1013,12 @@ mod tests {
     }
 
     struct ModelIds(std::sync::Arc<std::sync::Mutex<ModelStore>>);
+
+    impl StoredStates for ModelIds {
+        fn state(&self, key: &str) -> Result<Option<AggState>, String> {
+            Ok(self.0.lock().unwrap().states.get(key).cloned())
+        }
+    }
 
     impl ReleasedIds for ModelIds {
         fn get(&self, key: &str, event_id: &str) -> Result<Option<(String, Hlc)>, String> {
@@ -966,7 +1043,9 @@ mod tests {
         let fresh = || {
             let m = PartitionMerge::new(0, 1000).with_retention_ms(retention_ms);
             if backed {
+                // A cache of one key: nearly every state comes from the store.
                 m.with_released_ids(Box::new(ModelIds(shared.clone())))
+                    .with_stored_states(Box::new(ModelIds(shared.clone())), 1)
             } else {
                 m
             }

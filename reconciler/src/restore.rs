@@ -6,7 +6,7 @@
 //! the time is logged and observed (`rf_reconciler_restore_seconds`).
 
 use crate::config::Config;
-use crate::merge::PartitionMerge;
+use crate::merge::{PartitionMerge, STATE_CACHE_MAX_KEYS};
 use crate::store::{CheckpointStore, Meta, StoredIds};
 use rdkafka::message::{Headers, Message};
 use rf_runtime::kafka::read_to_end;
@@ -41,8 +41,17 @@ pub fn restore_partition(
             store: store.clone(),
             topic: cfg.reconciled_topic.clone(),
             partition,
-        }));
-    let (meta, checkpoint) = match store.load(&cfg.reconciled_topic, partition)? {
+        }))
+        .with_stored_states(
+            Box::new(StoredIds {
+                store: store.clone(),
+                topic: cfg.reconciled_topic.clone(),
+                partition,
+            }),
+            STATE_CACHE_MAX_KEYS,
+        );
+    // States stay in the store (read per key as events need them): a restart loads none.
+    let (meta, checkpoint) = match store.load_meta(&cfg.reconciled_topic, partition)? {
         Some((meta, loaded)) => {
             merge.load(loaded);
             (meta, true)
@@ -79,6 +88,11 @@ pub fn restore_partition(
             Ok(())
         },
     )?;
+    if let Some(e) = merge.take_store_error() {
+        return Err(Error::Store(format!(
+            "checkpoint store read failed while adopting partition {partition}: {e}"
+        )));
+    }
     // The tail is adopted: checkpoint it, so the next restart does not read it again.
     let cp = merge.take_checkpoint();
     store.write(

@@ -9,7 +9,7 @@
 //! different topics never read each other's checkpoint. The merge itself (`merge.rs`) never
 //! names RocksDB: it hands over a [`Checkpoint`] delta and takes back a [`Loaded`] one.
 
-use crate::merge::{Checkpoint, Loaded, ReleasedIds};
+use crate::merge::{Checkpoint, Loaded, ReleasedIds, StoredStates};
 use rf_core::{AggState, OrderKey};
 use rf_runtime::Error;
 use rf_schemas::Hlc;
@@ -119,8 +119,38 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// The checkpoint of `topic[partition]`, if there is one.
+    /// The checkpoint of `topic[partition]`, if there is one, with every key's state.
     pub fn load(&self, topic: &str, partition: i32) -> Result<Option<(Meta, Loaded)>, Error> {
+        self.load_with(topic, partition, true)
+    }
+
+    /// The checkpoint of `topic[partition]` without the states, for a merge that reads them
+    /// per key (`state`): a restart then loads nothing that grows with the keys.
+    pub fn load_meta(&self, topic: &str, partition: i32) -> Result<Option<(Meta, Loaded)>, Error> {
+        self.load_with(topic, partition, false)
+    }
+
+    /// One key's state in the checkpoint of `topic[partition]`.
+    pub fn state(&self, topic: &str, partition: i32, key: &str) -> Result<Option<AggState>, Error> {
+        let cf = self.db.cf_handle(CF_STATE).expect("column family");
+        let Some(v) = self
+            .db
+            .get_pinned_cf(cf, with(&prefix(topic, partition), &[key]))
+            .map_err(err)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            AggState::from_json(&String::from_utf8_lossy(&v)).map_err(err)?,
+        ))
+    }
+
+    fn load_with(
+        &self,
+        topic: &str,
+        partition: i32,
+        states: bool,
+    ) -> Result<Option<(Meta, Loaded)>, Error> {
         let p = prefix(topic, partition);
         let meta_cf = self.db.cf_handle(CF_META).expect("column family");
         let Some(raw) = self.db.get_cf(meta_cf, &p).map_err(err)? else {
@@ -138,12 +168,14 @@ impl CheckpointStore {
                 .map(|(ms, l, r, e)| OrderKey::new(Hlc::new(ms, l), r, e)),
             ..Loaded::default()
         };
-        self.scan(CF_STATE, &p, |k, v| {
-            let key = String::from_utf8_lossy(k).into_owned();
-            let s = AggState::from_json(&String::from_utf8_lossy(v)).map_err(err)?;
-            loaded.states.push((key, s));
-            Ok(())
-        })?;
+        if states {
+            self.scan(CF_STATE, &p, |k, v| {
+                let key = String::from_utf8_lossy(k).into_owned();
+                let s = AggState::from_json(&String::from_utf8_lossy(v)).map_err(err)?;
+                loaded.states.push((key, s));
+                Ok(())
+            })?;
+        }
         Ok(Some((stored.meta, loaded)))
     }
 
@@ -223,6 +255,14 @@ pub struct StoredIds {
     pub store: Arc<CheckpointStore>,
     pub topic: String,
     pub partition: i32,
+}
+
+impl StoredStates for StoredIds {
+    fn state(&self, key: &str) -> Result<Option<AggState>, String> {
+        self.store
+            .state(&self.topic, self.partition, key)
+            .map_err(|e| format!("state of {key}: {e}"))
+    }
 }
 
 impl ReleasedIds for StoredIds {
