@@ -9,7 +9,7 @@ use crate::store::{PartitionMeta, StateStore, StoreBatch};
 use rdkafka::message::Message;
 use rf_core::{Clock, SystemClock};
 use rf_runtime::error::Result;
-use rf_runtime::kafka::{abort_orphaned, header_i64, read_to_end};
+use rf_runtime::kafka::{abort_orphaned, fence_writer, header_i64, header_str, read_to_end};
 use rf_schemas::Codec;
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,11 @@ pub fn restore_partition(
     };
     let mut adopted_own = Vec::new();
     let mut from = meta.history_next;
+    let mut last_writer: Option<String> = None;
     let mut adopt = |m: &rdkafka::message::BorrowedMessage<'_>| -> Result<()> {
+        if let Some(w) = header_str(m, rf_schemas::headers::WRITER) {
+            last_writer = Some(w);
+        }
         let Some(payload) = m.payload() else {
             return Ok(());
         };
@@ -85,6 +89,13 @@ pub fn restore_partition(
         }
         from = next;
     };
+    // The partition's last writer, if another instance, may be a zombie (paused, cut off)
+    // that has not noticed the move; its group generation fences its commits on Kafka, not
+    // on Tansu (measured: `processor_zombie`). Fence its transactional id before we write.
+    if let Some(w) = last_writer.filter(|w| w != own_writer) {
+        tracing::info!(partition, writer = %w, "fencing the partition's previous writer");
+        fence_writer(bs, &cfg.kafka, &w)?;
+    }
     fold.take_batch(Some(next), SystemClock.now_ms(), &mut batch);
     store.write(batch)?;
     let elapsed = started.elapsed();

@@ -22,6 +22,15 @@ use super::{client_config, header_str, transactional_producer};
 /// next owner starting; with one producer per instance we do it explicitly: read the open
 /// tail uncommitted, take the writers' ids from the `rf-writer` header, and initialise a
 /// producer with each id, which fences it and aborts its open transaction.
+/// Fence `id`: initialise a producer with it, which bumps its epoch (a zombie still holding
+/// it can no longer produce or commit) and aborts its open transaction, if any.
+pub fn fence_writer(bootstrap: &str, extra: &BTreeMap<String, String>, id: &str) -> Result<()> {
+    static FENCING: Mutex<()> = Mutex::new(());
+    let _one = FENCING.lock().unwrap_or_else(|e| e.into_inner());
+    drop(transactional_producer(bootstrap, extra, id)?);
+    Ok(())
+}
+
 pub fn abort_orphaned(
     bootstrap: &str,
     extra: &BTreeMap<String, String>,

@@ -9,7 +9,7 @@ mod read_to_end;
 mod txn;
 
 pub use client::{client_config, header_i64, header_str, read_committed};
-pub use fence::abort_orphaned;
+pub use fence::{abort_orphaned, fence_writer};
 pub use read_to_end::{log_end, read_to_end};
 pub use txn::{
     abort, commit_drained, send, transactional_producer, Delivered, DeliveryCtx, TxnProducer,
