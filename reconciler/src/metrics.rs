@@ -31,6 +31,8 @@ pub struct Metrics {
     pub paused: prometheus::IntGauge,
     /// Partition indexes this instance reconciles now.
     pub owned: prometheus::IntGauge,
+    /// What the checkpoint store holds in memory, by part (RocksDB's figures).
+    pub store_memory: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -116,6 +118,14 @@ impl Default for Metrics {
             "Partition indexes this reconciler instance reconciles now (static or assigned by its group)",
         )
         .expect("valid gauge");
+        let store_memory = IntGaugeVec::new(
+            Opts::new(
+                "rf_reconciler_store_memory_bytes",
+                "Memory the checkpoint store holds: memtables, table_readers (outside the cache), block_cache (data, index and filter blocks)",
+            ),
+            &["part"],
+        )
+        .expect("valid gauge");
         // Every kind exists from the start (at 0), so dashboards and alerts find the series.
         for kind in rf_schemas::ConflictKind::SYMBOLS {
             conflicts.with_label_values(&[kind]);
@@ -133,6 +143,7 @@ impl Default for Metrics {
             Box::new(buffered_bytes.clone()),
             Box::new(paused.clone()),
             Box::new(owned.clone()),
+            Box::new(store_memory.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -150,6 +161,7 @@ impl Default for Metrics {
             buffered_bytes,
             paused,
             owned,
+            store_memory,
         }
     }
 }

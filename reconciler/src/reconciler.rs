@@ -472,6 +472,18 @@ impl Reconciler {
         {
             self.store.expire_before(start);
         }
+        let mem = self.store.memory();
+        for (part, v) in [
+            ("memtables", mem.memtables),
+            ("table_readers", mem.table_readers),
+            ("block_cache", mem.block_cache),
+        ] {
+            self.stats
+                .metrics
+                .store_memory
+                .with_label_values(&[part])
+                .set(v as i64);
+        }
         let s = &self.stats;
         s.reconciled.fetch_add(n_rec, Ordering::Relaxed);
         s.conflicts.fetch_add(n_con, Ordering::Relaxed);

@@ -5,10 +5,16 @@ use rf_loadgen::bench::soak;
 
 #[test]
 fn the_soak_measures_every_phase() {
-    let phases = soak::run(1_000, &[5_000, 15_000, 50_000]).unwrap();
+    let phases = soak::run(1_000, &[5_000, 15_000, 50_000], 1_000.0).unwrap();
     assert_eq!(phases.len(), 3);
     for p in &phases {
-        assert!(p.catch_up_rate > 0.0 && p.input_rate > 0.0, "{p:?}");
+        assert!(p.catch_up_rate > 0.0 && p.build_rate > 0.0, "{p:?}");
+        assert!(p.live > 0, "no live input during the catch-up: {p:?}");
+        assert!(p.store_kb > 0, "no store memory reported: {p:?}");
+        assert!(
+            p.ready_secs > 0.0 && p.ready_secs <= p.restart_secs,
+            "{p:?}"
+        );
         assert!(p.rss_kb > 0, "no RSS read: {p:?}");
         assert!(p.restart_secs > 0.0, "{p:?}");
     }

@@ -1,9 +1,11 @@
 //! The reconciler over a growing history (invariant 9): a constant key space (counters) and a
 //! history grown in phases, the `reconciler` binary as a child process. Per phase it prints
-//! the reconciler's catch-up rate (it is down while the phase is published, then catches up:
-//! a cut), its resident memory after the catch-up, and its restart after kill -9 until a new
-//! event is reconciled. The last phase is compared with the first: with a checkpoint and
-//! released ids in the store, memory and restart follow the state, not the history.
+//! the reconciler's catch-up rate (it is down while the phase is published, a cut; then it
+//! catches up while live input keeps arriving at a fixed rate, and the rate is compared with
+//! that input rate), its resident memory after the catch-up with the checkpoint store's share,
+//! and its restart after kill -9 until a new event is reconciled. The last phase is compared
+//! with the first: with a checkpoint and released ids in the store, memory and restart follow
+//! the state and the configuration, not the history.
 //!
 //! `soak --events 200000,2000000` is the documented full run (docs/BENCHMARKS.md); the test
 //! suite runs a small one and checks that every figure was measured.
@@ -12,8 +14,10 @@ use rf_harness::broker::free_port;
 use rf_harness::cluster::Cluster;
 use rf_harness::http_client::{get, sample};
 use rf_harness::process::ChildProcess;
-use rf_harness::workload::{publish, Outgoing};
+use rf_harness::workload::{publish, Outgoing, Publisher};
 use rf_schemas::{Codec, Event, Op};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The reconciler's flow-control bound in the soak.
@@ -24,14 +28,22 @@ pub const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
 pub struct Phase {
     /// Events in the history at the end of the phase.
     pub history: usize,
-    /// Events published in the phase, and how fast.
+    /// Events published in the phase while the reconciler was down (the backlog), and how
+    /// fast the processors took them in.
     pub published: usize,
-    pub input_rate: f64,
-    /// Events per second the reconciler reconciled catching up on the phase.
+    pub build_rate: f64,
+    /// The live input during the catch-up (events per second, as paced) and how many came.
+    pub live_rate: f64,
+    pub live: usize,
+    /// Events per second the reconciler reconciled catching up (backlog plus live input).
     pub catch_up_rate: f64,
-    /// Resident memory after the catch-up, kB.
+    /// Resident memory after the catch-up, kB, and the checkpoint store's share of it
+    /// (RocksDB's memtables, table readers and block cache), kB.
     pub rss_kb: u64,
-    /// kill -9, restart, one new event: seconds until it is reconciled.
+    pub store_kb: u64,
+    /// kill -9, restart, one new event: seconds until the restarted reconciler is ready
+    /// (restored) and until the event is reconciled.
+    pub ready_secs: f64,
     pub restart_secs: f64,
 }
 
@@ -67,6 +79,58 @@ fn counter_events(from: usize, to: usize, keys: usize, regions: usize) -> Vec<Ou
         .collect()
 }
 
+/// The checkpoint store's memory as the child reports it, kB.
+fn store_kb(port: u16) -> u64 {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok((_, m)) = get(addr, "/metrics") else {
+        return 0;
+    };
+    ["memtables", "table_readers", "block_cache"]
+        .iter()
+        .filter_map(|p| {
+            sample(
+                &m,
+                &format!("rf_reconciler_store_memory_bytes{{part=\"{p}\"}}"),
+            )
+        })
+        .sum::<f64>() as u64
+        / 1024
+}
+
+fn ready(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    get(addr, "/ready").is_ok_and(|(status, _)| status == 200)
+}
+
+/// Live input: `rate` events per second in chunks every 100 ms until `stop`, counted in `sent`.
+fn live_input(
+    bootstraps: Vec<String>,
+    keys: usize,
+    first_id: usize,
+    rate: f64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    std::thread::spawn(move || {
+        let p = Publisher::new(&bootstraps)?;
+        let started = Instant::now();
+        let mut next = 0usize;
+        while !stop.load(Ordering::SeqCst) {
+            let due = (started.elapsed().as_secs_f64() * rate) as usize;
+            if due > next {
+                p.send(
+                    &counter_events(first_id + next, first_id + due, keys, 2),
+                    |_| {},
+                );
+                next = due;
+                sent.store(next, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p.flush().map(|_| ())
+    })
+}
+
 /// Reconciled so far by the running child (its own counter: it starts at 0 per process).
 fn reconciled(port: u16) -> u64 {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -99,7 +163,8 @@ fn wait_reconciled(
 }
 
 /// Run the phases: `phases` are the history sizes (cumulative), `keys` the key space.
-pub fn run(keys: usize, phases: &[usize]) -> Result<Vec<Phase>, String> {
+/// `live_rate`: events per second arriving while the reconciler catches up.
+pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, String> {
     let regions = ["a", "b"];
     let mut c = Cluster::start(&regions, 4)?;
     for r in regions {
@@ -122,13 +187,42 @@ pub fn run(keys: usize, phases: &[usize]) -> Result<Vec<Phase>, String> {
         let t = Instant::now();
         publish(&c.bootstraps(), &recs, |_| {})?;
         c.wait_consumed(next_id, Duration::from_secs(600))?;
-        let input_rate = recs.len() as f64 / t.elapsed().as_secs_f64();
+        let build_rate = recs.len() as f64 / t.elapsed().as_secs_f64();
         let mut r = ChildProcess::spawn_reconciler(&cfg, &log, None)?;
+        // The catch-up: the backlog, with live input arriving meanwhile; it ends when the
+        // reconciler has the backlog and every live event (the input stops once the backlog
+        // is through, so the end is known).
         let t = Instant::now();
-        wait_reconciled(&mut r, port, recs.len() as u64, Duration::from_secs(600))?;
-        let catch_up_rate = recs.len() as f64 / t.elapsed().as_secs_f64();
+        let (stop, sent) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let input = live_input(
+            c.bootstraps(),
+            keys,
+            next_id,
+            live_rate,
+            stop.clone(),
+            sent.clone(),
+        );
+        let backlog = wait_reconciled(&mut r, port, recs.len() as u64, Duration::from_secs(600));
+        stop.store(true, Ordering::SeqCst);
+        input
+            .join()
+            .map_err(|_| "live input panicked".to_string())??;
+        backlog?;
+        let live = sent.load(Ordering::SeqCst);
+        next_id += live;
+        wait_reconciled(
+            &mut r,
+            port,
+            (recs.len() + live) as u64,
+            Duration::from_secs(600),
+        )?;
+        let catch_up_rate = (recs.len() + live) as f64 / t.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(500));
         let rss = rss_kb(r.pid());
+        let store = store_kb(port);
         // kill -9, restart, one new event reconciled.
         r.kill9();
         let one = counter_events(next_id, next_id + 1, keys, 2);
@@ -136,21 +230,38 @@ pub fn run(keys: usize, phases: &[usize]) -> Result<Vec<Phase>, String> {
         let t = Instant::now();
         let mut r = ChildProcess::spawn_reconciler(&cfg, &log, None)?;
         publish(&c.bootstraps(), &one, |_| {})?;
-        wait_reconciled(&mut r, port, 1, Duration::from_secs(300))?;
+        let mut ready_secs = None;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while reconciled(port) < 1 {
+            if ready_secs.is_none() && ready(port) {
+                ready_secs = Some(t.elapsed().as_secs_f64());
+            }
+            if let Some(st) = r.exited() {
+                return Err(format!("reconciler exited ({st}):\n{}", r.log_tail(20)));
+            }
+            if Instant::now() > deadline {
+                return Err("the restarted reconciler reconciled nothing within 300 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let restart_secs = t.elapsed().as_secs_f64();
         r.kill9();
         history = next_id;
         let p = Phase {
             history,
             published: recs.len(),
-            input_rate,
+            build_rate,
+            live_rate,
+            live,
             catch_up_rate,
             rss_kb: rss,
+            store_kb: store,
+            ready_secs: ready_secs.unwrap_or(restart_secs),
             restart_secs,
         };
         println!(
-            "   history {:>9} events: catch-up {:>8.0} ev/s (input {:>7.0} ev/s), RSS {:>6} kB, restart {:>5.2} s",
-            p.history, p.catch_up_rate, p.input_rate, p.rss_kb, p.restart_secs
+            "   history {:>9} events: catch-up {:>7.0} ev/s with live input at {:>6.0} ev/s ({:.1}x; backlog built at {:>6.0} ev/s), RSS {:>6} kB (store {:>6} kB), restart: ready {:>5.2} s, new event reconciled {:>5.2} s",
+            p.history, p.catch_up_rate, p.live_rate, p.catch_up_rate / p.live_rate.max(1.0), p.build_rate, p.rss_kb, p.store_kb, p.ready_secs, p.restart_secs
         );
         out.push(p);
     }
@@ -167,7 +278,7 @@ pub fn summary(phases: &[Phase]) -> String {
         return "no phase".into();
     };
     format!(
-        "history {:.1}x ({} -> {} events): RSS {:.2}x ({} -> {} kB), restart {:.2}x ({:.2} -> {:.2} s), catch-up {:.1}x the input rate in the last phase",
+        "history {:.1}x ({} -> {} events): RSS {:.2}x ({} -> {} kB), restart {:.2}x ({:.2} -> {:.2} s), catch-up {:.1}x the live input rate in the last phase",
         l.history as f64 / f.history as f64,
         f.history,
         l.history,
@@ -177,6 +288,6 @@ pub fn summary(phases: &[Phase]) -> String {
         l.restart_secs / f.restart_secs.max(1e-3),
         f.restart_secs,
         l.restart_secs,
-        l.catch_up_rate / l.input_rate.max(1.0),
+        l.catch_up_rate / l.live_rate.max(1.0),
     )
 }

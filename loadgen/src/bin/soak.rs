@@ -13,16 +13,20 @@ struct Args {
     /// History size at the end of each phase, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "200000,600000,2000000")]
     events: Vec<usize>,
+    /// Live input (events per second) arriving while the reconciler catches up after each
+    /// cut: the catch-up is compared with it. Default: the month-long deployment's rate.
+    #[arg(long, default_value_t = 10_000.0)]
+    live_rate: f64,
 }
 
 fn main() -> std::process::ExitCode {
     rf_runtime::logging::init("warn");
     let args = Args::parse();
     println!(
-        "== reconciler soak: {} keys, history {:?} events, 2 regions on Tansu",
-        args.keys, args.events
+        "== reconciler soak: {} keys, history {:?} events, live input {} ev/s during each catch-up, 2 regions on Tansu",
+        args.keys, args.events, args.live_rate
     );
-    match rf_loadgen::bench::soak::run(args.keys, &args.events) {
+    match rf_loadgen::bench::soak::run(args.keys, &args.events, args.live_rate) {
         Ok(phases) => {
             println!("== {}", rf_loadgen::bench::soak::summary(&phases));
             std::process::ExitCode::SUCCESS
