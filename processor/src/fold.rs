@@ -182,21 +182,8 @@ impl PartitionFold {
         ev.region = Some(self.region.clone());
         ev.hlc = Some(self.clock.tick(now_ms));
         ev.refusal = None;
-        match admit_view.as_mut() {
-            Some(probe) => {
-                match apply(probe, &ev) {
-                    Ok(Applied::Applied) => {}
-                    Ok(Applied::Refused(r)) => ev.refusal = Some(r),
-                    Err(e) => {
-                        return Decision::Dead {
-                            class: e.class(),
-                            reason: e.to_string(),
-                        }
-                    }
-                }
-                // This region's own state folds the decision as made (as a restore will).
-                let _ = apply_admitted(state, &ev);
-            }
+        let r = match admit_view.as_mut() {
+            Some(probe) => apply(probe, &ev),
             None => {
                 // Applied, `apply` changed the state exactly as `apply_admitted` of the
                 // admitted event would; refused or bad, it changed nothing but may have
@@ -206,17 +193,23 @@ impl PartitionFold {
                 if was_none && !matches!(r, Ok(Applied::Applied)) {
                     *state = None;
                 }
-                match r {
-                    Ok(Applied::Applied) => {}
-                    Ok(Applied::Refused(r)) => ev.refusal = Some(r),
-                    Err(e) => {
-                        return Decision::Dead {
-                            class: e.class(),
-                            reason: e.to_string(),
-                        }
-                    }
+                r
+            }
+        };
+        match r {
+            Ok(Applied::Applied) => {}
+            Ok(Applied::Refused(r)) => ev.refusal = Some(r),
+            Err(e) => {
+                return Decision::Dead {
+                    class: e.class(),
+                    reason: e.to_string(),
                 }
             }
+        }
+        if admit_view.is_some() {
+            // Decided on the view: this region's own state folds the decision as made (as
+            // a restore will).
+            let _ = apply_admitted(state, &ev);
         }
         Decision::Accept(ev)
     }

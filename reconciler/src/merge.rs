@@ -59,7 +59,7 @@ pub struct PartitionMerge {
     /// Merged states: every key's without a states backing, else a cache of at most
     /// `state_cache_keys` after each checkpoint (dirty ones always).
     states: HashMap<String, AggState>,
-    stored_states: StatesBacking,
+    stored_states: Backed<dyn StoredStates>,
     state_cache_keys: usize,
     /// Changes since the last checkpoint: keys whose state changed, ids released and ids
     /// expired.
@@ -67,7 +67,7 @@ pub struct PartitionMerge {
     emitted_new: Vec<(String, String, String, Hlc)>,
     emitted_gone: Vec<(String, String)>,
     /// With a backing, `emitted` holds only the ids released since the last checkpoint.
-    backing: Backing,
+    backing: Backed<dyn ReleasedIds>,
     /// A backing lookup failed: this drain's decisions cannot be trusted
     /// (`take_store_error`; the reconciler then writes nothing and stops).
     store_error: std::cell::RefCell<Option<String>>,
@@ -97,16 +97,22 @@ pub trait StoredStates: Send {
     fn state(&self, key: &str) -> Result<Option<AggState>, String>;
 }
 
-/// Where states beyond the cache live (none: every key's state in memory).
-#[derive(Default)]
-struct StatesBacking(Option<Box<dyn StoredStates>>);
+/// A store behind part of the merge's memory (none: that part is all in memory): the
+/// released ids (`ReleasedIds`) and the states beyond the cache (`StoredStates`).
+struct Backed<T: ?Sized>(Option<Box<T>>);
 
-impl std::fmt::Debug for StatesBacking {
+impl<T: ?Sized> Default for Backed<T> {
+    fn default() -> Self {
+        Backed(None)
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Backed<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() {
-            "StatesBacking(store)"
+            "Backed(store)"
         } else {
-            "StatesBacking(memory)"
+            "Backed(memory)"
         })
     }
 }
@@ -114,20 +120,6 @@ impl std::fmt::Debug for StatesBacking {
 /// States a store-backed merge keeps in memory per partition index between checkpoints
 /// (beyond it, the cache is dropped after a checkpoint; the store has every state).
 pub const STATE_CACHE_MAX_KEYS: usize = 50_000;
-
-/// The backing of a merge's released ids (none: all in memory).
-#[derive(Default)]
-struct Backing(Option<Box<dyn ReleasedIds>>);
-
-impl std::fmt::Debug for Backing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Backing(store)"
-        } else {
-            "Backing(memory)"
-        })
-    }
-}
 
 /// What changed in a partition's merge state since the last checkpoint (`take_checkpoint`):
 /// for the store to write after a commit. `None` state: the key has none any more.
@@ -206,14 +198,14 @@ impl PartitionMerge {
     /// Keep released ids older than the last checkpoint in `ids` instead of memory: memory
     /// then holds only those since the last checkpoint, and a restart loads none.
     pub fn with_released_ids(mut self, ids: Box<dyn ReleasedIds>) -> Self {
-        self.backing = Backing(Some(ids));
+        self.backing = Backed(Some(ids));
         self
     }
 
     /// Keep merged states in `states` instead of memory: memory holds the ones changed since
     /// the last checkpoint plus a cache of at most `cache_keys`, and a restart loads none.
     pub fn with_stored_states(mut self, states: Box<dyn StoredStates>, cache_keys: usize) -> Self {
-        self.stored_states = StatesBacking(Some(states));
+        self.stored_states = Backed(Some(states));
         self.state_cache_keys = cache_keys;
         self
     }

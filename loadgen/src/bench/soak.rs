@@ -45,7 +45,13 @@ pub struct Phase {
     /// (restored) and until the event is reconciled.
     pub ready_secs: f64,
     pub restart_secs: f64,
+    /// Resident memory of the restarted reconciler after `STEADY` of live input, kB: the
+    /// steady state, without a catch-up's backlog in flight.
+    pub steady_rss_kb: u64,
 }
+
+/// How long the restarted reconciler runs under live input before its steady RSS is read.
+pub const STEADY: Duration = Duration::from_secs(5);
 
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -245,6 +251,29 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
             std::thread::sleep(Duration::from_millis(20));
         }
         let restart_secs = t.elapsed().as_secs_f64();
+        // Steady state: the restarted reconciler under the live input for a few seconds
+        // (no backlog), then its resident memory.
+        let (stop, sent) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let input = live_input(
+            c.bootstraps(),
+            keys,
+            next_id,
+            live_rate,
+            stop.clone(),
+            sent.clone(),
+        );
+        std::thread::sleep(STEADY);
+        stop.store(true, Ordering::SeqCst);
+        input
+            .join()
+            .map_err(|_| "live input panicked".to_string())??;
+        let steady = sent.load(Ordering::SeqCst);
+        next_id += steady;
+        wait_reconciled(&mut r, port, 1 + steady as u64, Duration::from_secs(120))?;
+        let steady_rss = rss_kb(r.pid());
         r.kill9();
         history = next_id;
         let p = Phase {
@@ -258,10 +287,11 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
             store_kb: store,
             ready_secs: ready_secs.unwrap_or(restart_secs),
             restart_secs,
+            steady_rss_kb: steady_rss,
         };
         println!(
-            "   history {:>9} events: catch-up {:>7.0} ev/s with live input at {:>6.0} ev/s ({:.1}x; backlog built at {:>6.0} ev/s), RSS {:>6} kB (store {:>6} kB), restart: ready {:>5.2} s, new event reconciled {:>5.2} s",
-            p.history, p.catch_up_rate, p.live_rate, p.catch_up_rate / p.live_rate.max(1.0), p.build_rate, p.rss_kb, p.store_kb, p.ready_secs, p.restart_secs
+            "   history {:>9} events: catch-up {:>7.0} ev/s with live input at {:>6.0} ev/s ({:.1}x; backlog built at {:>6.0} ev/s), RSS after it {:>6} kB (store {:>6} kB), restart: ready {:>5.2} s, new event reconciled {:>5.2} s, steady RSS {:>6} kB",
+            p.history, p.catch_up_rate, p.live_rate, p.catch_up_rate / p.live_rate.max(1.0), p.build_rate, p.rss_kb, p.store_kb, p.ready_secs, p.restart_secs, p.steady_rss_kb
         );
         out.push(p);
     }
@@ -278,13 +308,16 @@ pub fn summary(phases: &[Phase]) -> String {
         return "no phase".into();
     };
     format!(
-        "history {:.1}x ({} -> {} events): RSS {:.2}x ({} -> {} kB), restart {:.2}x ({:.2} -> {:.2} s), catch-up {:.1}x the live input rate in the last phase",
+        "history {:.1}x ({} -> {} events): RSS after the catch-up {:.2}x ({} -> {} kB), steady RSS after the restart {:.2}x ({} -> {} kB), restart {:.2}x ({:.2} -> {:.2} s), catch-up {:.1}x the live input rate in the last phase",
         l.history as f64 / f.history as f64,
         f.history,
         l.history,
         l.rss_kb as f64 / f.rss_kb.max(1) as f64,
         f.rss_kb,
         l.rss_kb,
+        l.steady_rss_kb as f64 / f.steady_rss_kb.max(1) as f64,
+        f.steady_rss_kb,
+        l.steady_rss_kb,
         l.restart_secs / f.restart_secs.max(1e-3),
         f.restart_secs,
         l.restart_secs,
