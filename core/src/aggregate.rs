@@ -159,6 +159,21 @@ impl AggState {
     }
 }
 
+/// `a + b`, or an `invalid_value` naming what would overflow: an op whose effect does not fit
+/// is refused whole (a dead letter in the processor, revoked in the reconciler), never wrapped
+/// or clamped.
+fn checked_add(a: i64, b: i64, what: &str) -> Result<i64, InvalidOp> {
+    a.checked_add(b).ok_or_else(|| {
+        InvalidOp::InvalidValue(format!("{what} would overflow: {a} + {b} is out of range"))
+    })
+}
+
+fn checked_sub(a: i64, b: i64, what: &str) -> Result<i64, InvalidOp> {
+    a.checked_sub(b).ok_or_else(|| {
+        InvalidOp::InvalidValue(format!("{what} would overflow: {a} - {b} is out of range"))
+    })
+}
+
 /// Validate an op against the key's current state without changing it.
 pub fn validate(state: Option<&AggState>, op: &Op) -> Result<Family, InvalidOp> {
     let family = Family::of(op).ok_or(InvalidOp::ReservedOp)?;
@@ -270,7 +285,9 @@ pub fn apply_admitted(state: &mut Option<AggState>, ev: &Event) -> Result<Applie
                     "order {order_id} already holds a reservation"
                 )));
             }
-            *available -= qty;
+            let left = checked_sub(*available, *qty, "available stock")?;
+            checked_add(reserved.total(), *qty, "reserved stock")?;
+            *available = left;
             reserved.insert(order_id.clone(), *qty);
             return Ok(Applied::Applied);
         }
@@ -287,7 +304,7 @@ pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Invali
     let s = state.get_or_insert_with(|| AggState::empty(family));
     Ok(match (s, &ev.op) {
         (AggState::Counter { total }, Op::CounterAdd { delta }) => {
-            *total = total.saturating_add(*delta);
+            *total = checked_add(*total, *delta, "counter total")?;
             Applied::Applied
         }
         (AggState::Register { value, region, hlc }, Op::RegisterPut { value: v }) => {
@@ -301,7 +318,7 @@ pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Invali
             Applied::Applied
         }
         (AggState::Inventory { available, .. }, Op::StockAdd { qty }) => {
-            *available += qty;
+            *available = checked_add(*available, *qty, "available stock")?;
             Applied::Applied
         }
         (
@@ -318,6 +335,7 @@ pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Invali
                     "reservation of {qty} exceeds available {available}"
                 ))
             } else {
+                checked_add(reserved.total(), *qty, "reserved stock")?;
                 *available -= qty;
                 reserved.insert(order_id.clone(), *qty);
                 Applied::Applied
@@ -329,15 +347,16 @@ pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Invali
                 reserved,
             },
             Op::Release { order_id },
-        ) => match reserved.remove(order_id) {
+        ) => match reserved.get(order_id) {
             Some(q) => {
-                *available += q;
+                *available = checked_add(*available, q, "available stock")?;
+                reserved.remove(order_id);
                 Applied::Applied
             }
             None => Applied::Refused(format!("order {order_id} holds no reservation")),
         },
         (AggState::Channel { count, last }, Op::MessagePost { author, text }) => {
-            *count += 1;
+            *count = count.saturating_add(1);
             last.push_back(Message {
                 author: author.clone(),
                 text: text.clone(),
@@ -366,6 +385,45 @@ mod tests {
             apply(&mut s, &ev(Op::CounterAdd { delta: d })).unwrap();
         }
         assert_eq!(s, Some(AggState::Counter { total: 2 }));
+    }
+
+    /// Every built-in aggregate's arithmetic is checked: an op whose effect does not fit in
+    /// a `long` is `invalid_value` and leaves the state as it was.
+    #[test]
+    fn overflow_is_invalid_and_changes_nothing() {
+        let mut s = None;
+        apply(&mut s, &ev(Op::CounterAdd { delta: i64::MAX })).unwrap();
+        for delta in [1, i64::MAX] {
+            let before = s.clone();
+            let err = apply(&mut s, &ev(Op::CounterAdd { delta })).unwrap_err();
+            assert_eq!(err.class(), "invalid_value");
+            assert_eq!(s, before);
+        }
+        let mut neg = None;
+        apply(&mut neg, &ev(Op::CounterAdd { delta: i64::MIN })).unwrap();
+        assert!(apply(&mut neg, &ev(Op::CounterAdd { delta: -1 })).is_err());
+
+        // Stock: an add past the range; a release that would carry `available` past it.
+        let mut inv = None;
+        apply(&mut inv, &ev(Op::StockAdd { qty: i64::MAX })).unwrap();
+        let before = inv.clone();
+        assert_eq!(
+            apply(&mut inv, &ev(Op::StockAdd { qty: 1 })).unwrap_err().class(),
+            "invalid_value"
+        );
+        assert_eq!(inv, before);
+        let reserve = |o: &str, qty| Op::Reserve {
+            order_id: o.into(),
+            qty,
+        };
+        apply(&mut inv, &ev(reserve("o1", 10))).unwrap();
+        apply(&mut inv, &ev(Op::StockAdd { qty: 10 })).unwrap();
+        let before = inv.clone();
+        let release = ev(Op::Release {
+            order_id: "o1".into(),
+        });
+        assert_eq!(apply(&mut inv, &release).unwrap_err().class(), "invalid_value");
+        assert_eq!(inv, before, "the order still holds its reservation");
     }
 
     #[test]

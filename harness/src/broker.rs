@@ -49,8 +49,21 @@ impl Broker {
     /// Start on `host` (an address of the namespace it runs in), inside network namespace
     /// `netns` when given.
     pub fn start_at(name: &str, host: &str, netns: Option<&str>) -> Result<Broker, String> {
+        Self::start_at_port(name, host, netns, free_port())
+    }
+
+    /// Start on a port chosen beforehand (a test that starts a client before its broker).
+    pub fn start_on_port(name: &str, port: u16) -> Result<Broker, String> {
+        Self::start_at_port(name, "127.0.0.1", None, port)
+    }
+
+    fn start_at_port(
+        name: &str,
+        host: &str,
+        netns: Option<&str>,
+        port: u16,
+    ) -> Result<Broker, String> {
         let bin = tansu_bin()?;
-        let port = free_port();
         let url = format!("tcp://{host}:{port}");
         let mut cmd = match netns {
             Some(ns) => {

@@ -45,6 +45,38 @@ pub fn read_reconciled(c: &Cluster) -> Result<Vec<(i32, ReconciledEvent)>, Strin
 }
 
 /// Every record of the home cluster's `conflicts`.
+/// A region's dead letters as (class, reason), once per source record.
+pub fn read_dead_letters(bootstrap: &str, partitions: i32) -> Result<Vec<(String, String)>, String> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        read_to_end(
+            bootstrap,
+            &crate::cluster::kafka_extras(),
+            "events.dlq",
+            p,
+            0,
+            Duration::from_secs(120),
+            |m| {
+                let src = (
+                    rf_runtime::kafka::header_i64(m, &[rf_schemas::headers::SOURCE_PARTITION]),
+                    rf_runtime::kafka::header_i64(m, &[rf_schemas::headers::SOURCE_OFFSET]),
+                );
+                if seen.insert(src) {
+                    let h = |n| rf_runtime::kafka::header_str(m, n).unwrap_or_default();
+                    out.push((
+                        h(rf_schemas::headers::ERROR_CLASS),
+                        h(rf_schemas::headers::ERROR_REASON),
+                    ));
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
 pub fn read_all_conflicts(c: &Cluster) -> Result<Vec<rf_schemas::Conflict>, String> {
     Ok(
         read_all(&c.home.bootstrap(), "conflicts", c.partitions, |_, b| {

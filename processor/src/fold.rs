@@ -167,18 +167,13 @@ impl PartitionFold {
             }
             _ => None,
         };
-        // A release must name an order the view holds a reservation for. (The reconciler,
-        // replaying every region, records such a release as refused instead.)
-        if let Op::Release { order_id } = &ev.op {
-            let admit = admit_view.as_ref().unwrap_or(&*state);
-            let known = matches!(admit, Some(AggState::Inventory { reserved, .. }) if reserved.contains_key(order_id));
-            if !known {
-                return Decision::Dead {
-                    class: "invalid_value",
-                    reason: format!("release of unknown order {order_id:?}"),
-                };
-            }
-        }
+        // A release of an order the view holds no reservation for (yet: the reservation may
+        // be another region's, not reconciled here, when the user failed over) is not lost
+        // and not a dead letter: it goes to history as a pending release, and the reconciler
+        // resolves it in reconciled order (released, or refused with the reason when no
+        // region holds the reservation). Without a view, this region's state is the whole
+        // truth, and such a release is refused at once.
+        let pending_release = admit_view.is_some() && matches!(ev.op, Op::Release { .. });
         ev.region = Some(self.region.clone());
         ev.hlc = Some(self.clock.tick(now_ms));
         ev.refusal = None;
@@ -198,6 +193,7 @@ impl PartitionFold {
         };
         match r {
             Ok(Applied::Applied) => {}
+            Ok(Applied::Refused(_)) if pending_release => {}
             Ok(Applied::Refused(r)) => ev.refusal = Some(r),
             Err(e) => {
                 return Decision::Dead {
@@ -341,5 +337,79 @@ mod tests {
             batch.states,
             vec![(0, "k7".to_owned(), AggState::Counter { total: 2 })]
         );
+    }
+
+    /// An op whose effect overflows is a dead letter (`invalid_value`) and changes nothing;
+    /// the key goes on from the state it had.
+    #[test]
+    fn an_overflowing_op_is_a_dead_letter_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let mut fold = PartitionFold::new(0, "r", 500, PartitionMeta::default());
+        let add = |id: &str, delta: i64| {
+            Codec::event()
+                .encode(&Event::new(id, "likes", Op::CounterAdd { delta }))
+                .unwrap()
+        };
+        let mut decide = |id: &str, delta: i64| {
+            fold.decide(&store, None, Some(b"likes"), &add(id, delta), 1, 1 << 16)
+                .unwrap()
+        };
+        assert!(matches!(decide("a", i64::MAX), Decision::Accept(_)));
+        match decide("b", 1) {
+            Decision::Dead { class, reason } => {
+                assert_eq!(class, "invalid_value");
+                assert!(reason.contains("overflow"), "{reason}");
+            }
+            _ => panic!("an overflowing add must be a dead letter"),
+        }
+        assert!(matches!(decide("c", -1), Decision::Accept(_)));
+        let mut batch = StoreBatch::default();
+        fold.take_batch(None, 1, &mut batch);
+        assert_eq!(
+            batch.states,
+            vec![(
+                0,
+                "likes".to_owned(),
+                AggState::Counter {
+                    total: i64::MAX - 1
+                }
+            )]
+        );
+    }
+
+    /// A release of an order the regional view holds no reservation for is a pending
+    /// release in history (no refusal, not a dead letter): the reservation may be another
+    /// region's, and the reconciler resolves it. Without a view it is refused at once.
+    #[test]
+    fn a_release_the_view_cannot_match_is_pending_not_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let release = Codec::event()
+            .encode(&Event::new(
+                "rel-1",
+                "stock:1",
+                Op::Release {
+                    order_id: "o-elsewhere".into(),
+                },
+            ))
+            .unwrap();
+        let mut fold = PartitionFold::new(0, "r", 500, PartitionMeta::default());
+        let mut view = RegionalView::new("r");
+        match fold
+            .decide(&store, Some(&mut view), Some(b"stock:1"), &release, 1, 1 << 16)
+            .unwrap()
+        {
+            Decision::Accept(ev) => assert_eq!(ev.refusal, None, "pending, for the reconciler"),
+            _ => panic!("a release the view cannot match must reach history"),
+        }
+        let mut alone = PartitionFold::new(1, "r", 500, PartitionMeta::default());
+        match alone
+            .decide(&store, None, Some(b"stock:1"), &release, 1, 1 << 16)
+            .unwrap()
+        {
+            Decision::Accept(ev) => assert!(ev.refusal.is_some_and(|r| r.contains("no reservation"))),
+            _ => panic!("without a view the release is refused in history"),
+        }
     }
 }

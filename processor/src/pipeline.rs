@@ -80,6 +80,13 @@ pub fn run_with(
         Duration::from_secs(cfg.dedup_retention_secs),
     )?;
     let store_instance_id = store.instance_id()?;
+    // A cluster that does not answer yet is waited for, not fatal (item 7 of issue 15):
+    // `/ready` stays false and the log says every few seconds which servers and why.
+    let what = format!("events cluster of region {}", cfg.region);
+    if !rf_runtime::kafka::wait_for_cluster(&cfg.bootstrap_servers, &cfg.kafka, &what, &shutdown) {
+        tracing::info!(region = %cfg.region, "processor stopped before its cluster answered");
+        return Ok(());
+    }
     let txn_id = transactional_id(&cfg, &store_instance_id);
     let producer = transactional_producer(&cfg.bootstrap_servers, &cfg.kafka, &txn_id)?;
     let consumer = events_consumer(&cfg, &store_instance_id)?;

@@ -535,8 +535,8 @@ impl PartitionMerge {
             }
             match merge_step(&mut state, &ev) {
                 Ok(Applied::Applied) => (Outcome::Applied, None),
-                Ok(Applied::Refused(r)) => {
-                    if matches!(ev.op, Op::Reserve { .. }) {
+                Ok(Applied::Refused(r)) => match ev.op {
+                    Op::Reserve { .. } => {
                         out.conflicts.push(conflict(
                             ConflictKind::ReservationRevoked,
                             &ev,
@@ -546,9 +546,14 @@ impl PartitionMerge {
                             r.clone(),
                             now_ms,
                         ));
+                        (Outcome::Revoked, Some(r))
                     }
-                    (Outcome::Revoked, Some(r))
-                }
+                    // A release no merged reservation matches (one a region accepted as
+                    // pending because its view could not see the order, or one whose
+                    // reservation was revoked): nothing was held, nothing is taken back.
+                    Op::Release { .. } => (Outcome::Refused, Some(r)),
+                    _ => (Outcome::Revoked, Some(r)),
+                },
                 Err(e) => (Outcome::Revoked, Some(e.to_string())),
             }
         };
@@ -846,6 +851,45 @@ mod tests {
         }
         m.drain(&regions, 0);
         assert!(m.remembered() <= 11, "{} ids kept", m.remembered());
+    }
+
+    /// A pending release (accepted by a region whose view could not see the order) is
+    /// released when the merged state holds the reservation (another region's), refused
+    /// with the reason when no region does; and a merged overflow is revoked.
+    #[test]
+    fn pending_releases_resolve_in_reconciled_order() {
+        let regions = vec!["a".to_string(), "b".to_string()];
+        let mut m = PartitionMerge::new(0, 1_000);
+        let reserve = Op::Reserve {
+            order_id: "o1".into(),
+            qty: 2,
+        };
+        let release = |o: &str| Op::Release { order_id: o.into() };
+        m.offer("a", ev("a", "s", "item", 1, Op::StockAdd { qty: 5 }), 0, 0);
+        m.offer("a", ev("a", "r", "item", 2, reserve), 1, 0);
+        m.offer("b", ev("b", "x", "item", 3, release("o1")), 0, 0);
+        m.offer("b", ev("b", "y", "item", 4, release("never")), 1, 0);
+        m.offer("a", ev("a", "c1", "likes", 5, Op::CounterAdd { delta: i64::MAX }), 2, 0);
+        m.offer("b", ev("b", "c2", "likes", 6, Op::CounterAdd { delta: 1 }), 2, 0);
+        m.offer("a", hb("a", 9), 3, 0);
+        m.offer("b", hb("b", 9), 3, 0);
+        let r = m.drain(&regions, 0);
+        let outcome = |id: &str| {
+            let rec = r.reconciled.iter().find(|x| x.event.event_id == id).unwrap();
+            (rec.outcome, rec.reason.clone())
+        };
+        assert_eq!(outcome("x"), (Outcome::Applied, None));
+        let (o, reason) = outcome("y");
+        assert_eq!(o, Outcome::Refused);
+        assert!(reason.unwrap().contains("no reservation"));
+        let (o, reason) = outcome("c2");
+        assert_eq!(o, Outcome::Revoked);
+        assert!(reason.unwrap().contains("overflow"));
+        assert_eq!(m.state("item"), Some(&AggState::Inventory {
+            available: 5,
+            reserved: Default::default(),
+        }));
+        assert_eq!(m.state("likes"), Some(&AggState::Counter { total: i64::MAX }));
     }
 
     #[test]

@@ -15,7 +15,11 @@ fn the_soak_measures_every_phase() {
             p.ready_secs > 0.0 && p.ready_secs <= p.restart_secs,
             "{p:?}"
         );
-        assert!(p.rss_kb > 0 && p.steady_rss_kb > 0, "no RSS read: {p:?}");
+        assert!(
+            p.rss_kb > 0 && p.steady_rss_kb > 0 && p.processor_rss_kb > 0,
+            "no RSS read: {p:?}"
+        );
+        assert!(p.processor_restart_secs > 0.0, "{p:?}");
         assert!(p.restart_secs > 0.0, "{p:?}");
     }
     eprintln!("{}", soak::summary(&phases));

@@ -11,6 +11,7 @@
 //! suite runs a small one and checks that every figure was measured.
 
 use rf_harness::broker::free_port;
+use rf_harness::check::group_committed;
 use rf_harness::cluster::Cluster;
 use rf_harness::http_client::{get, sample};
 use rf_harness::process::ChildProcess;
@@ -48,6 +49,11 @@ pub struct Phase {
     /// Resident memory of the restarted reconciler after `STEADY` of live input, kB: the
     /// steady state, without a catch-up's backlog in flight.
     pub steady_rss_kb: u64,
+    /// The larger of the two processors' resident memory before the restarts, kB.
+    pub processor_rss_kb: u64,
+    /// kill -9 of region a's processor, restart, one new event of a: seconds until it is
+    /// reconciled (the broker's group rejoin is most of it on Tansu).
+    pub processor_restart_secs: f64,
 }
 
 /// How long the restarted reconciler runs under live input before its steady RSS is read.
@@ -173,8 +179,12 @@ fn wait_reconciled(
 pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, String> {
     let regions = ["a", "b"];
     let mut c = Cluster::start(&regions, 4)?;
+    // The processors run as child processes too, so their memory and restart are measured.
+    let mut procs = Vec::new();
     for r in regions {
-        c.start_processor(r, 0);
+        let mut pcfg = c.processor_config(r, 0);
+        pcfg.http_addr = format!("127.0.0.1:{}", free_port());
+        procs.push((ChildProcess::spawn(&pcfg, &[])?, pcfg));
     }
     let port = free_port();
     let mut cfg = c.reconciler_config();
@@ -192,7 +202,7 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
         next_id += recs.len();
         let t = Instant::now();
         publish(&c.bootstraps(), &recs, |_| {})?;
-        c.wait_consumed(next_id, Duration::from_secs(600))?;
+        wait_consumed(&c, &regions, next_id, &mut procs, Duration::from_secs(600))?;
         let build_rate = recs.len() as f64 / t.elapsed().as_secs_f64();
         let mut r = ChildProcess::spawn_reconciler(&cfg, &log, None)?;
         // The catch-up: the backlog, with live input arriving meanwhile; it ends when the
@@ -274,6 +284,30 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
         next_id += steady;
         wait_reconciled(&mut r, port, 1 + steady as u64, Duration::from_secs(120))?;
         let steady_rss = rss_kb(r.pid());
+        let processor_rss = procs.iter().map(|(p, _)| rss_kb(p.pid())).max().unwrap_or(0);
+        // The processor of region a: kill -9, restart, one new event of a reconciled.
+        let base = reconciled(port);
+        let (pa, pcfg) = &mut procs[0];
+        pa.kill9();
+        let t = Instant::now();
+        *pa = ChildProcess::spawn(pcfg, &[])?;
+        let mut one = counter_events(next_id, next_id + 1, keys, 2);
+        one[0].region = 0;
+        next_id += 1;
+        publish(&c.bootstraps(), &one, |_| {})?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while reconciled(port) < base + 1 {
+            for (p, _) in procs.iter_mut() {
+                if let Some(st) = p.exited() {
+                    return Err(format!("processor exited ({st}):\n{}", p.log_tail(20)));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("the restarted processor's event was not reconciled within 300 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let processor_restart_secs = t.elapsed().as_secs_f64();
         r.kill9();
         history = next_id;
         let p = Phase {
@@ -288,12 +322,17 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
             ready_secs: ready_secs.unwrap_or(restart_secs),
             restart_secs,
             steady_rss_kb: steady_rss,
+            processor_rss_kb: processor_rss,
+            processor_restart_secs,
         };
         println!(
-            "   history {:>9} events: catch-up {:>7.0} ev/s with live input at {:>6.0} ev/s ({:.1}x; backlog built at {:>6.0} ev/s), RSS after it {:>6} kB (store {:>6} kB), restart: ready {:>5.2} s, new event reconciled {:>5.2} s, steady RSS {:>6} kB",
-            p.history, p.catch_up_rate, p.live_rate, p.catch_up_rate / p.live_rate.max(1.0), p.build_rate, p.rss_kb, p.store_kb, p.ready_secs, p.restart_secs, p.steady_rss_kb
+            "   history {:>9} events: catch-up {:>7.0} ev/s with live input at {:>6.0} ev/s ({:.1}x; backlog built at {:>6.0} ev/s), RSS after it {:>6} kB (store {:>6} kB), restart: ready {:>5.2} s, new event reconciled {:>5.2} s, steady RSS {:>6} kB; processors: RSS {:>6} kB, restart until reconciled {:>5.2} s",
+            p.history, p.catch_up_rate, p.live_rate, p.catch_up_rate / p.live_rate.max(1.0), p.build_rate, p.rss_kb, p.store_kb, p.ready_secs, p.restart_secs, p.steady_rss_kb, p.processor_rss_kb, p.processor_restart_secs
         );
         out.push(p);
+    }
+    for (p, _) in procs.iter_mut() {
+        p.kill9();
     }
     let errs = c.stop_all();
     if !errs.is_empty() {
@@ -302,13 +341,46 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
     Ok(out)
 }
 
+/// Wait until the processors have consumed `n` events over all regions (their groups'
+/// committed offsets: a restarted processor's counters start again at 0).
+fn wait_consumed(
+    c: &Cluster,
+    regions: &[&str],
+    n: usize,
+    procs: &mut [(ChildProcess, rf_processor::Config)],
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut done = 0i64;
+        for r in regions {
+            let cfg = c.processor_config(r, 0);
+            done += group_committed(&c.bootstrap(r), &cfg.group_id(), "events", c.partitions)?
+                .values()
+                .sum::<i64>();
+        }
+        if done as usize >= n {
+            return Ok(());
+        }
+        for (p, _) in procs.iter_mut() {
+            if let Some(st) = p.exited() {
+                return Err(format!("processor exited ({st}):\n{}", p.log_tail(20)));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{done} of {n} events consumed within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// The summary line: last phase against the first.
 pub fn summary(phases: &[Phase]) -> String {
     let (Some(f), Some(l)) = (phases.first(), phases.last()) else {
         return "no phase".into();
     };
     format!(
-        "history {:.1}x ({} -> {} events): RSS after the catch-up {:.2}x ({} -> {} kB), steady RSS after the restart {:.2}x ({} -> {} kB), restart {:.2}x ({:.2} -> {:.2} s), catch-up {:.1}x the live input rate in the last phase",
+        "history {:.1}x ({} -> {} events): reconciler RSS after the catch-up {:.2}x ({} -> {} kB), steady RSS after the restart {:.2}x ({} -> {} kB), restart {:.2}x ({:.2} -> {:.2} s), catch-up {:.1}x the live input rate in the last phase; processor RSS {:.2}x ({} -> {} kB), restart until reconciled {:.2}x ({:.2} -> {:.2} s)",
         l.history as f64 / f.history as f64,
         f.history,
         l.history,
@@ -322,5 +394,11 @@ pub fn summary(phases: &[Phase]) -> String {
         f.restart_secs,
         l.restart_secs,
         l.catch_up_rate / l.live_rate.max(1.0),
+        l.processor_rss_kb as f64 / f.processor_rss_kb.max(1) as f64,
+        f.processor_rss_kb,
+        l.processor_rss_kb,
+        l.processor_restart_secs / f.processor_restart_secs.max(1e-3),
+        f.processor_restart_secs,
+        l.processor_restart_secs,
     )
 }
