@@ -408,7 +408,9 @@ mod tests {
         apply(&mut inv, &ev(Op::StockAdd { qty: i64::MAX })).unwrap();
         let before = inv.clone();
         assert_eq!(
-            apply(&mut inv, &ev(Op::StockAdd { qty: 1 })).unwrap_err().class(),
+            apply(&mut inv, &ev(Op::StockAdd { qty: 1 }))
+                .unwrap_err()
+                .class(),
             "invalid_value"
         );
         assert_eq!(inv, before);
@@ -422,7 +424,10 @@ mod tests {
         let release = ev(Op::Release {
             order_id: "o1".into(),
         });
-        assert_eq!(apply(&mut inv, &release).unwrap_err().class(), "invalid_value");
+        assert_eq!(
+            apply(&mut inv, &release).unwrap_err().class(),
+            "invalid_value"
+        );
         assert_eq!(inv, before, "the order still holds its reservation");
     }
 

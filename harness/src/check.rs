@@ -46,7 +46,10 @@ pub fn read_reconciled(c: &Cluster) -> Result<Vec<(i32, ReconciledEvent)>, Strin
 
 /// Every record of the home cluster's `conflicts`.
 /// A region's dead letters as (class, reason), once per source record.
-pub fn read_dead_letters(bootstrap: &str, partitions: i32) -> Result<Vec<(String, String)>, String> {
+pub fn read_dead_letters(
+    bootstrap: &str,
+    partitions: i32,
+) -> Result<Vec<(String, String)>, String> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for p in 0..partitions {

@@ -397,7 +397,14 @@ mod tests {
         let mut fold = PartitionFold::new(0, "r", 500, PartitionMeta::default());
         let mut view = RegionalView::new("r");
         match fold
-            .decide(&store, Some(&mut view), Some(b"stock:1"), &release, 1, 1 << 16)
+            .decide(
+                &store,
+                Some(&mut view),
+                Some(b"stock:1"),
+                &release,
+                1,
+                1 << 16,
+            )
             .unwrap()
         {
             Decision::Accept(ev) => assert_eq!(ev.refusal, None, "pending, for the reconciler"),
@@ -408,7 +415,9 @@ mod tests {
             .decide(&store, None, Some(b"stock:1"), &release, 1, 1 << 16)
             .unwrap()
         {
-            Decision::Accept(ev) => assert!(ev.refusal.is_some_and(|r| r.contains("no reservation"))),
+            Decision::Accept(ev) => {
+                assert!(ev.refusal.is_some_and(|r| r.contains("no reservation")))
+            }
             _ => panic!("without a view the release is refused in history"),
         }
     }

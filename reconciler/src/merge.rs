@@ -869,13 +869,27 @@ mod tests {
         m.offer("a", ev("a", "r", "item", 2, reserve), 1, 0);
         m.offer("b", ev("b", "x", "item", 3, release("o1")), 0, 0);
         m.offer("b", ev("b", "y", "item", 4, release("never")), 1, 0);
-        m.offer("a", ev("a", "c1", "likes", 5, Op::CounterAdd { delta: i64::MAX }), 2, 0);
-        m.offer("b", ev("b", "c2", "likes", 6, Op::CounterAdd { delta: 1 }), 2, 0);
+        m.offer(
+            "a",
+            ev("a", "c1", "likes", 5, Op::CounterAdd { delta: i64::MAX }),
+            2,
+            0,
+        );
+        m.offer(
+            "b",
+            ev("b", "c2", "likes", 6, Op::CounterAdd { delta: 1 }),
+            2,
+            0,
+        );
         m.offer("a", hb("a", 9), 3, 0);
         m.offer("b", hb("b", 9), 3, 0);
         let r = m.drain(&regions, 0);
         let outcome = |id: &str| {
-            let rec = r.reconciled.iter().find(|x| x.event.event_id == id).unwrap();
+            let rec = r
+                .reconciled
+                .iter()
+                .find(|x| x.event.event_id == id)
+                .unwrap();
             (rec.outcome, rec.reason.clone())
         };
         assert_eq!(outcome("x"), (Outcome::Applied, None));
@@ -885,11 +899,17 @@ mod tests {
         let (o, reason) = outcome("c2");
         assert_eq!(o, Outcome::Revoked);
         assert!(reason.unwrap().contains("overflow"));
-        assert_eq!(m.state("item"), Some(&AggState::Inventory {
-            available: 5,
-            reserved: Default::default(),
-        }));
-        assert_eq!(m.state("likes"), Some(&AggState::Counter { total: i64::MAX }));
+        assert_eq!(
+            m.state("item"),
+            Some(&AggState::Inventory {
+                available: 5,
+                reserved: Default::default(),
+            })
+        );
+        assert_eq!(
+            m.state("likes"),
+            Some(&AggState::Counter { total: i64::MAX })
+        );
     }
 
     #[test]

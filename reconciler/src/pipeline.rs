@@ -103,6 +103,16 @@ fn run_once(
     member: Option<&Member>,
 ) -> Result<Life, Error> {
     let commit_every = Duration::from_millis(cfg.commit_interval_ms);
+    // A home cluster that does not answer yet is waited for (the log names it every few
+    // seconds), not a start that fails and retries with a less telling error.
+    if !rf_runtime::kafka::wait_for_cluster(
+        &cfg.home_bootstrap_servers,
+        &cfg.kafka,
+        "home cluster",
+        shutdown,
+    ) {
+        return Ok(Life::Stopped);
+    }
     let owned = match member {
         None => static_partitions(cfg)?,
         Some(m) => loop {
@@ -115,16 +125,6 @@ fn run_once(
             std::thread::sleep(Duration::from_millis(20));
         },
     };
-    // A home cluster that does not answer yet is waited for (the log names it every few
-    // seconds), not a start that fails and retries with a less telling error.
-    if !rf_runtime::kafka::wait_for_cluster(
-        &cfg.home_bootstrap_servers,
-        &cfg.kafka,
-        "home cluster",
-        shutdown,
-    ) {
-        return Ok(Life::Stopped);
-    }
     let (mut rec, sources) = Reconciler::start(cfg.clone(), &owned, clock, stats.clone())?;
     stats.ready.store(1, Ordering::SeqCst);
     let mut last_commit = Instant::now();

@@ -76,18 +76,28 @@ fn services_wait_for_clusters_that_start_after_them() {
         ("processor", &mut processor, &region_bootstrap),
         ("reconciler", &mut reconciler, &home_bootstrap),
     ] {
-        wait_for(&format!("{name} says it waits twice"), Duration::from_secs(60), || {
-            if let Some(st) = child.exited() {
-                return Err(format!("exited ({st}):\n{}", child.log_tail(20)));
-            }
-            Ok(child.log_text().matches(WAITING).count() >= 2)
-        });
+        wait_for(
+            &format!("{name} says it waits twice"),
+            Duration::from_secs(60),
+            || {
+                if let Some(st) = child.exited() {
+                    return Err(format!("exited ({st}):\n{}", child.log_tail(20)));
+                }
+                Ok(child.log_text().matches(WAITING).count() >= 2)
+            },
+        );
         let log = child.log_text();
         let line = log.lines().find(|l| l.contains(WAITING)).unwrap();
-        assert!(line.contains(servers.as_str()), "{name}'s log does not name {servers}: {line}");
+        assert!(
+            line.contains(servers.as_str()),
+            "{name}'s log does not name {servers}: {line}"
+        );
     }
     assert!(!ready(p_http), "the processor is ready without its cluster");
-    assert!(!ready(r_http), "the reconciler is ready without its home cluster");
+    assert!(
+        !ready(r_http),
+        "the reconciler is ready without its home cluster"
+    );
 
     // The brokers appear; everything starts by itself.
     let region = Broker::start_on_port("a", region_port).unwrap();
@@ -97,21 +107,42 @@ fn services_wait_for_clusters_that_start_after_them() {
     let home = Broker::start_on_port("home", home_port).unwrap();
     home.create_topics(&["reconciled", "conflicts"], 4).unwrap();
     let recs: Vec<_> = (0..50)
-        .map(|i| outgoing(0, &format!("e{i}"), &format!("likes:{}", i % 5), Op::CounterAdd { delta: 1 }))
+        .map(|i| {
+            outgoing(
+                0,
+                &format!("e{i}"),
+                &format!("likes:{}", i % 5),
+                Op::CounterAdd { delta: 1 },
+            )
+        })
         .collect();
     publish(&[region.bootstrap()], &recs, |_| {}).unwrap();
-    wait_for("the processor accepts the events", Duration::from_secs(120), || {
-        if let Some(st) = processor.exited() {
-            return Err(format!("processor exited ({st}):\n{}", processor.log_tail(20)));
-        }
-        Ok(metric(p_http, "rf_events_accepted_total") >= 50.0)
-    });
-    wait_for("the reconciler reconciles them", Duration::from_secs(120), || {
-        if let Some(st) = reconciler.exited() {
-            return Err(format!("reconciler exited ({st}):\n{}", reconciler.log_tail(20)));
-        }
-        Ok(metric(r_http, "rf_reconciled_events_total") >= 50.0)
-    });
+    wait_for(
+        "the processor accepts the events",
+        Duration::from_secs(120),
+        || {
+            if let Some(st) = processor.exited() {
+                return Err(format!(
+                    "processor exited ({st}):\n{}",
+                    processor.log_tail(20)
+                ));
+            }
+            Ok(metric(p_http, "rf_events_accepted_total{region=\"a\"}") >= 50.0)
+        },
+    );
+    wait_for(
+        "the reconciler reconciles them",
+        Duration::from_secs(120),
+        || {
+            if let Some(st) = reconciler.exited() {
+                return Err(format!(
+                    "reconciler exited ({st}):\n{}",
+                    reconciler.log_tail(20)
+                ));
+            }
+            Ok(metric(r_http, "rf_reconciled_events_total") >= 50.0)
+        },
+    );
     assert!(ready(p_http) && ready(r_http));
     processor.stop_gracefully().unwrap();
     reconciler.stop_gracefully().unwrap();

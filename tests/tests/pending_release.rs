@@ -31,7 +31,8 @@ fn a_release_elsewhere_is_reconciled_and_overflows_are_dead_letters() {
         outgoing(0, "s3", "stock:y", Op::StockAdd { qty: 1 }),
     ];
     publish(&c.bootstraps(), &in_a, |_| {}).unwrap();
-    c.wait_consumed(in_a.len(), Duration::from_secs(60)).unwrap();
+    c.wait_consumed(in_a.len(), Duration::from_secs(60))
+        .unwrap();
     // No reconciler yet: b's view has never seen o1.
     let in_b = vec![outgoing(
         1,

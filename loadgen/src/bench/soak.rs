@@ -284,7 +284,11 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
         next_id += steady;
         wait_reconciled(&mut r, port, 1 + steady as u64, Duration::from_secs(120))?;
         let steady_rss = rss_kb(r.pid());
-        let processor_rss = procs.iter().map(|(p, _)| rss_kb(p.pid())).max().unwrap_or(0);
+        let processor_rss = procs
+            .iter()
+            .map(|(p, _)| rss_kb(p.pid()))
+            .max()
+            .unwrap_or(0);
         // The processor of region a: kill -9, restart, one new event of a reconciled.
         let base = reconciled(port);
         let (pa, pcfg) = &mut procs[0];
@@ -303,7 +307,9 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
                 }
             }
             if Instant::now() > deadline {
-                return Err("the restarted processor's event was not reconciled within 300 s".into());
+                return Err(
+                    "the restarted processor's event was not reconciled within 300 s".into(),
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -12,8 +12,8 @@ mod wait;
 pub use client::{client_config, header_i64, header_str, read_committed};
 pub use fence::{abort_orphaned, fence_writer};
 pub use read_to_end::{log_end, read_to_end};
-pub use wait::{wait_for_cluster, WAIT_LOG_EVERY};
 pub use txn::{
     abort, commit_drained, send, transactional_producer, Delivered, DeliveryCtx, TxnProducer,
     DEFAULT_TRANSACTION_TIMEOUT_MS,
 };
+pub use wait::{wait_for_cluster, WAIT_LOG_EVERY};
