@@ -20,7 +20,7 @@ pub enum Error {
     Kafka(#[from] KafkaError),
     #[error("state store: {0}")]
     Store(String),
-    #[error("reading {topic}[{partition}] to its end took over {secs}s: read to offset {next}, listed end {listed_end}, partition-EOF at {eof_at}")]
+    #[error("reading {topic}[{partition}] to its end made no progress for {secs}s: read to offset {next}, listed end {listed_end}, partition-EOF at {eof_at}")]
     RestoreTimeout {
         topic: String,
         partition: i32,

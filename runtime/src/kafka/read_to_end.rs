@@ -16,6 +16,11 @@ use super::{client_config, read_committed};
 /// `f` for each record. The end is the partition-EOF that librdkafka derives from the high
 /// watermark returned with fetched records (never ListOffsets, which Tansu gets wrong).
 /// Returns the next offset after the last record read.
+///
+/// `timeout` bounds the time without progress, not the read: every record read moves the
+/// deadline, so a rebuild of a partition of any size finishes as long as it keeps reading,
+/// and a read that is stuck (a broker that does not answer, an open transaction nobody
+/// aborts) fails after `timeout` with where it stood.
 pub fn read_to_end(
     bootstrap: &str,
     extra: &BTreeMap<String, String>,
@@ -33,7 +38,7 @@ pub fn read_to_end(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(from.max(0)))?;
     consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     let mut next = from.max(0);
     let mut drained = false;
     // A partition someone is still writing (a previous owner that has not yet seen its
@@ -136,6 +141,7 @@ pub fn read_to_end(
                 }
                 drained = false;
                 next = m.offset() + 1;
+                deadline = Instant::now() + timeout;
                 f(&m)?;
             }
         }
