@@ -26,18 +26,18 @@ struct Replica {
     state: Option<AggState>,
     /// The last reconciled record of this key, in the reconciled order.
     frontier: Option<OrderKey>,
-    /// Ids of this key seen on `reconciled`: our copy of an event another region's copy
-    /// settled can carry a later HLC than the frontier. (Grows with the key's ids, as the
-    /// reconciler's own id set does; see ARCHITECTURE.md, known gaps.)
-    seen_ids: HashSet<String>,
 }
 
-impl Replica {
-    /// Whether an own event is settled: reconciled under its id (any region's copy), or at
-    /// or below the reconciled frontier of its key.
-    fn settles(&self, own: &OrderKey) -> bool {
-        self.seen_ids.contains(&own.event_id) || self.frontier.as_ref().is_some_and(|f| own <= f)
-    }
+/// Ids of other regions' reconciled records, older than the last `take_seen_ids`, where the
+/// view does not hold them: the processor's store (point lookups behind a bloom filter,
+/// expired after the duplicate window), nothing in tests (then the view keeps them all).
+///
+/// Only other regions' ids are needed: our copy of an event another region's copy settled
+/// (a failover duplicate the reconciler dropped) can carry a later HLC than the key's
+/// frontier, so only its id settles it; our own reconciled copies are at or below it.
+pub trait SeenIds: Send {
+    /// Whether `reconciled` showed another region's copy of (key, event_id).
+    fn seen(&self, key: &str, event_id: &str) -> bool;
 }
 
 /// Own accepted events of one key not yet reconciled.
@@ -73,8 +73,19 @@ pub struct RegionalView {
     partition_of: HashMap<String, i32>,
     /// Inventory keys' admission views (dropped when `reconciled` changes the key).
     admission: HashMap<String, Admission>,
+    /// Other regions' reconciled ids since the last `take_seen_ids` (all of them without a
+    /// backing), per key, and the same as (key, id, HLC ms) for the store.
+    recent_ids: HashMap<String, HashSet<String>>,
+    unsaved_ids: Vec<(String, String, i64)>,
+    seen_backing: Option<Box<dyn SeenIds>>,
     /// Records read from `reconciled` so far.
     pub reconciled_seen: u64,
+}
+
+impl std::fmt::Debug for dyn SeenIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeenIds(store)")
+    }
 }
 
 impl RegionalView {
@@ -85,15 +96,49 @@ impl RegionalView {
         }
     }
 
+    /// Keep other regions' reconciled ids in `ids` once taken (`take_seen_ids`), instead of
+    /// in memory: memory then holds only those since the last take.
+    pub fn with_seen_ids(mut self, ids: Box<dyn SeenIds>) -> Self {
+        self.seen_backing = Some(ids);
+        self
+    }
+
+    /// Other regions' reconciled ids since the last call, as (key, event_id, HLC ms), for
+    /// the store; with a backing, the view forgets them (the store answers from now on, so
+    /// they must be written before the next lookup).
+    pub fn take_seen_ids(&mut self) -> Vec<(String, String, i64)> {
+        if self.seen_backing.is_some() {
+            self.recent_ids.clear();
+        }
+        std::mem::take(&mut self.unsaved_ids)
+    }
+
+    /// Whether an own event of `key` is settled: at or below the key's reconciled frontier,
+    /// or reconciled under its id as another region's copy.
+    fn settles(&self, key: &str, own: &OrderKey) -> bool {
+        let Some(r) = self.replica.get(key) else {
+            return false;
+        };
+        r.frontier.as_ref().is_some_and(|f| own <= f)
+            || self
+                .recent_ids
+                .get(key)
+                .is_some_and(|ids| ids.contains(&own.event_id))
+            || self
+                .seen_backing
+                .as_ref()
+                .is_some_and(|b| b.seen(key, &own.event_id))
+    }
+
     /// An event this region accepted (stamped, with its admission decision). Returns
     /// false when `reconciled` already holds it (nothing to keep pending).
     pub fn accepted(&mut self, partition: i32, ev: &Event) -> bool {
         let Some(hlc) = ev.hlc else { return false };
         let own = OrderKey::new(hlc, self.region.clone(), ev.event_id.clone());
-        let replica = self.replica.get(&ev.key);
-        if replica.is_some_and(|r| r.settles(&own)) {
+        if self.settles(&ev.key, &own) {
             return false;
         }
+        let replica = self.replica.get(&ev.key);
         let p = self.pending.entry(ev.key.clone()).or_default();
         let newest = p.by_hlc.last_key_value().is_none_or(|(h, _)| *h < hlc);
         p.by_hlc.insert(hlc, ev.clone());
@@ -135,7 +180,14 @@ impl RegionalView {
         }
         apply_reconciled(&mut r.state, ev, rec.outcome);
         r.frontier = Some(order.clone());
-        r.seen_ids.insert(ev.event_id.clone());
+        if order.region != self.region {
+            self.recent_ids
+                .entry(ev.key.clone())
+                .or_default()
+                .insert(ev.event_id.clone());
+            self.unsaved_ids
+                .push((ev.key.clone(), ev.event_id.clone(), order.hlc.physical_ms));
+        }
         self.admission.remove(&ev.key);
         let mut settled = Vec::new();
         let Some(p) = self.pending.get_mut(&ev.key) else {
@@ -381,6 +433,43 @@ mod tests {
         v.reconciled(&rec(later, st.as_ref().unwrap()));
         assert!(!v.accepted(0, &ev("a", "z", 55, Op::StockAdd { qty: 1 })));
         assert!(v.accepted(0, &ev("a", "w", 65, Op::StockAdd { qty: 1 })));
+    }
+
+    /// With a backing, the ids taken for the store leave memory and the backing answers
+    /// for them: the same decisions as a view holding them all.
+    #[test]
+    fn taken_ids_are_answered_by_the_backing() {
+        use std::sync::{Arc, Mutex};
+        struct Store(Arc<Mutex<HashSet<(String, String)>>>);
+        impl SeenIds for Store {
+            fn seen(&self, key: &str, event_id: &str) -> bool {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .contains(&(key.to_owned(), event_id.to_owned()))
+            }
+        }
+        let ids = Arc::new(Mutex::new(HashSet::new()));
+        let mut v = RegionalView::new("a").with_seen_ids(Box::new(Store(ids.clone())));
+        let theirs = ev("b", "x", 40, Op::StockAdd { qty: 5 });
+        let mut st = None;
+        apply_admitted(&mut st, &theirs).unwrap();
+        v.reconciled(&rec(theirs, st.as_ref().unwrap()));
+        // Our own reconciled copies are never taken: the frontier settles them.
+        let ours = ev("a", "o", 45, Op::StockAdd { qty: 1 });
+        apply_admitted(&mut st, &ours).unwrap();
+        v.reconciled(&rec(ours, st.as_ref().unwrap()));
+        let taken = v.take_seen_ids();
+        assert_eq!(taken, vec![("item".to_owned(), "x".to_owned(), 40)]);
+        assert!(v.recent_ids.is_empty(), "taken ids leave memory");
+        // Not written yet: our later copy of x is pending (the store does not know x).
+        assert!(v.accepted(0, &ev("a", "x", 50, Op::StockAdd { qty: 5 })));
+        v.forget_partition(0);
+        for (k, e, _) in taken {
+            ids.lock().unwrap().insert((k, e));
+        }
+        assert!(!v.accepted(0, &ev("a", "x", 50, Op::StockAdd { qty: 5 })));
+        assert!(v.accepted(0, &ev("a", "new", 51, Op::StockAdd { qty: 1 })));
     }
 
     #[test]

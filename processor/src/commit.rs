@@ -43,6 +43,15 @@ impl Engine {
     /// Commit the open transaction; on failure abort it and re-adopt the log.
     pub fn commit(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
         if !self.in_txn {
+            // No transaction (no partition owned): the view's ids still go to the store,
+            // so its memory stays bounded whatever it reads.
+            let view_ids = self.stats.view.take_seen_ids();
+            if !view_ids.is_empty() {
+                self.store.write(StoreBatch {
+                    view_ids,
+                    ..StoreBatch::default()
+                })?;
+            }
             return Ok(());
         }
         match self.try_commit(c) {
@@ -141,6 +150,7 @@ impl Engine {
         }
         batch.pending_put = std::mem::take(&mut self.unsaved.put);
         batch.pending_del = std::mem::take(&mut self.unsaved.del);
+        batch.view_ids = self.stats.view.take_seen_ids();
         self.store.write(batch)?;
         self.update_gauges(c);
         fail::fail_point!("rf::after_store", |_| -> Result<()> {

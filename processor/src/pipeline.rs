@@ -64,7 +64,6 @@ pub fn run_with(
     stats: SharedStats,
 ) -> Result<()> {
     cfg.validate()?;
-    stats.view.reset(&cfg.region);
     let (s1, s2) = (stats.clone(), stats.clone());
     let base = rf_runtime::http::Base {
         registry: stats.metrics.registry.clone(),
@@ -79,6 +78,7 @@ pub fn run_with(
         &cfg.state_dir,
         Duration::from_secs(cfg.dedup_retention_secs),
     )?;
+    stats.view.reset(&cfg.region, Box::new(store.view_ids()));
     let store_instance_id = store.instance_id()?;
     // A cluster that does not answer yet is waited for, not fatal (item 7 of issue 15):
     // `/ready` stays false and the log says every few seconds which servers and why.

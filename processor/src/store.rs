@@ -1,5 +1,7 @@
 //! State store: per input partition, the folded state, the dedup ids and the history
-//! offset the fold reflects (invariant 3), written in one atomic batch per commit.
+//! offset the fold reflects (invariant 3), written in one atomic batch per commit; and, for
+//! the regional view, its pending own events and other regions' reconciled ids (`view_ids`,
+//! expired after the duplicate window like the dedup ids).
 
 use rf_core::AggState;
 use rf_runtime::error::{Error, Result};
@@ -30,6 +32,8 @@ pub struct StoreBatch {
     pub pending_put: Vec<(i32, Event)>,
     /// Pending events `reconciled` has settled: (partition, key, hlc).
     pub pending_del: Vec<(i32, String, Hlc)>,
+    /// Other regions' reconciled ids the view read since the last batch: (key, id, HLC ms).
+    pub view_ids: Vec<(String, String, i64)>,
 }
 
 pub trait StateStore: Send + Sync {
@@ -45,9 +49,41 @@ const CF_STATE: &str = "state";
 const CF_DEDUP: &str = "dedup";
 const CF_META: &str = "meta";
 const CF_PENDING: &str = "pending";
+const CF_VIEW_IDS: &str = "view_ids";
 
 pub struct RocksStore {
-    db: DB,
+    db: std::sync::Arc<DB>,
+}
+
+/// The view's reconciled ids in the store (`rf_core::view::SeenIds`), sharing its database.
+pub struct ViewIds {
+    db: std::sync::Arc<DB>,
+}
+
+fn view_id_key(key: &str, id: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + id.len() + 1);
+    v.extend_from_slice(key.as_bytes());
+    v.push(0);
+    v.extend_from_slice(id.as_bytes());
+    v
+}
+
+impl rf_core::view::SeenIds for ViewIds {
+    fn seen(&self, key: &str, event_id: &str) -> bool {
+        let cf = self
+            .db
+            .cf_handle(CF_VIEW_IDS)
+            .expect("column family exists");
+        match self.db.get_pinned_cf(cf, view_id_key(key, event_id)) {
+            Ok(v) => v.is_some(),
+            Err(e) => {
+                // The view then keeps our copy pending (shown on top of the reconciled
+                // state) until a later record of the key settles it: said, never silent.
+                tracing::error!(key, event_id, error = %e, "view id lookup failed");
+                false
+            }
+        }
+    }
 }
 
 fn store_err(e: impl std::fmt::Display) -> Error {
@@ -127,14 +163,40 @@ impl RocksStore {
                 rocksdb::CompactionDecision::Keep
             }
         });
+        // The view's ids: lookups that mostly miss (bloom filters), expired by the HLC of
+        // the reconciled record once past the duplicate window (the reconciler's window:
+        // a later copy is no duplicate there either).
+        let mut view_ids_opts = Options::default();
+        memtable_bloom(&mut view_ids_opts);
+        view_ids_opts.set_write_buffer_size(MEMTABLE_BUDGET_BYTES / 8);
+        view_ids_opts.set_block_based_table_factory(&bbo);
+        view_ids_opts.set_compaction_filter("rf-view-id-retention", move |_level, _key, value| {
+            let hlc_ms = value.try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
+            let now = rf_core::Clock::now_ms(&rf_core::SystemClock);
+            if now.saturating_sub(hlc_ms) > retention_ms {
+                rocksdb::CompactionDecision::Remove
+            } else {
+                rocksdb::CompactionDecision::Keep
+            }
+        });
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_STATE, state_opts),
             ColumnFamilyDescriptor::new(CF_DEDUP, dedup_opts),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
             ColumnFamilyDescriptor::new(CF_PENDING, Options::default()),
+            ColumnFamilyDescriptor::new(CF_VIEW_IDS, view_ids_opts),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(store_err)?;
-        Ok(RocksStore { db })
+        Ok(RocksStore {
+            db: std::sync::Arc::new(db),
+        })
+    }
+
+    /// The view's reconciled ids, for `RegionalView::with_seen_ids`.
+    pub fn view_ids(&self) -> ViewIds {
+        ViewIds {
+            db: self.db.clone(),
+        }
     }
 
     /// This store's instance id, created on first open and kept with the state: it names
@@ -172,7 +234,7 @@ impl RocksStore {
     pub fn sizes(&self) -> (u64, u64) {
         let mut live = 0;
         let mut pending = 0;
-        for name in [CF_STATE, CF_DEDUP, CF_META, CF_PENDING] {
+        for name in [CF_STATE, CF_DEDUP, CF_META, CF_PENDING, CF_VIEW_IDS] {
             let cf = self.cf(name);
             live += self
                 .db
@@ -253,6 +315,13 @@ impl StateStore for RocksStore {
         }
         for (p, k, hlc) in &batch.pending_del {
             wb.delete_cf(self.cf(CF_PENDING), pending_key(*p, k, *hlc));
+        }
+        for (k, id, hlc_ms) in &batch.view_ids {
+            wb.put_cf(
+                self.cf(CF_VIEW_IDS),
+                view_id_key(k, id),
+                hlc_ms.to_be_bytes(),
+            );
         }
         self.db.write(wb).map_err(store_err)
     }

@@ -34,9 +34,16 @@ impl View {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Start afresh (a new run of the processor).
-    pub fn reset(&self, region: &str) {
-        *self.lock() = RegionalView::new(region);
+    /// Start afresh (a new run of the processor), other regions' reconciled ids kept in
+    /// `ids` once written (`take_seen_ids`).
+    pub fn reset(&self, region: &str, ids: Box<dyn rf_core::view::SeenIds>) {
+        *self.lock() = RegionalView::new(region).with_seen_ids(ids);
+    }
+
+    /// Other regions' reconciled ids read since the last call, for the next store batch
+    /// (the view forgets them: the store answers for them once written).
+    pub fn take_seen_ids(&self) -> Vec<(String, String, i64)> {
+        self.lock().take_seen_ids()
     }
 
     /// Decide one input record against the view (`decide` gets the view when `use_view`)
