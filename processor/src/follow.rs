@@ -42,6 +42,9 @@ impl Follower {
         let consumer: BaseConsumer =
             read_committed(&cfg.home_bootstrap_servers, &cfg.kafka, &group)
                 .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+                // librdkafka's default prefetch is 64 MB: a follower re-reading all of
+                // `reconciled` fills it. 16 MB, as the processor's other consumers.
+                .set("queued.max.messages.kbytes", "16384")
                 .create()?;
         consumer.subscribe(&[&cfg.reconciled_topic])?;
         Ok(Some(Follower { consumer }))

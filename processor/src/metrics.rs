@@ -63,6 +63,7 @@ pub struct ProcessorMetrics {
     pub hlc_drift_ms: IntGaugeVec,
     pub rocksdb_live_sst_bytes: IntGaugeVec,
     pub rocksdb_pending_compaction_bytes: IntGaugeVec,
+    pub rocksdb_memory_bytes: IntGaugeVec,
     pub ready: IntGaugeVec,
     pub view_pending_events: IntGaugeVec,
 }
@@ -131,6 +132,12 @@ impl ProcessorMetrics {
                 "rf_rocksdb_pending_compaction_bytes",
                 "RocksDB's estimate of bytes compaction still has to rewrite",
                 &["region"],
+            ),
+            rocksdb_memory_bytes: gauge(
+                &r,
+                "rf_rocksdb_memory_bytes",
+                "Memory the state store holds, by part: memtables, table_readers (outside the cache), block_cache (data, index and filter blocks)",
+                &["region", "part"],
             ),
             ready: gauge(
                 &r,

@@ -51,6 +51,9 @@ pub struct Phase {
     pub steady_rss_kb: u64,
     /// The larger of the two processors' resident memory before the restarts, kB.
     pub processor_rss_kb: u64,
+    /// Region a's processor's state store share (RocksDB's memtables, table readers and
+    /// block cache), kB.
+    pub processor_store_kb: u64,
     /// kill -9 of region a's processor, restart, one new event of a: seconds until it is
     /// reconciled (the broker's group rejoin is most of it on Tansu).
     pub processor_restart_secs: f64,
@@ -112,6 +115,29 @@ fn store_kb(port: u16) -> u64 {
 fn ready(port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     get(addr, "/ready").is_ok_and(|(status, _)| status == 200)
+}
+
+/// A processor's state store memory as it reports it, kB.
+fn processor_store_kb(cfg: &rf_processor::Config) -> u64 {
+    let Ok(addr) = cfg.http_addr.parse::<std::net::SocketAddr>() else {
+        return 0;
+    };
+    let Ok((_, m)) = get(addr, "/metrics") else {
+        return 0;
+    };
+    ["memtables", "table_readers", "block_cache"]
+        .iter()
+        .filter_map(|p| {
+            sample(
+                &m,
+                &format!(
+                    "rf_rocksdb_memory_bytes{{part=\"{p}\",region=\"{}\"}}",
+                    cfg.region
+                ),
+            )
+        })
+        .sum::<f64>() as u64
+        / 1024
 }
 
 /// Live input: `rate` events per second in chunks every 100 ms until `stop`, counted in `sent`.
@@ -289,6 +315,7 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
             .map(|(p, _)| rss_kb(p.pid()))
             .max()
             .unwrap_or(0);
+        let processor_store = processor_store_kb(&procs[0].1);
         // The processor of region a: kill -9, restart, one new event of a reconciled.
         let base = reconciled(port);
         let (pa, pcfg) = &mut procs[0];
@@ -329,11 +356,12 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
             restart_secs,
             steady_rss_kb: steady_rss,
             processor_rss_kb: processor_rss,
+            processor_store_kb: processor_store,
             processor_restart_secs,
         };
         println!(
-            "   history {:>9} events: catch-up {:>7.0} ev/s with live input at {:>6.0} ev/s ({:.1}x; backlog built at {:>6.0} ev/s), RSS after it {:>6} kB (store {:>6} kB), restart: ready {:>5.2} s, new event reconciled {:>5.2} s, steady RSS {:>6} kB; processors: RSS {:>6} kB, restart until reconciled {:>5.2} s",
-            p.history, p.catch_up_rate, p.live_rate, p.catch_up_rate / p.live_rate.max(1.0), p.build_rate, p.rss_kb, p.store_kb, p.ready_secs, p.restart_secs, p.steady_rss_kb, p.processor_rss_kb, p.processor_restart_secs
+            "   history {:>9} events: catch-up {:>7.0} ev/s with live input at {:>6.0} ev/s ({:.1}x; backlog built at {:>6.0} ev/s), RSS after it {:>6} kB (store {:>6} kB), restart: ready {:>5.2} s, new event reconciled {:>5.2} s, steady RSS {:>6} kB; processors: RSS {:>6} kB (a's store {:>6} kB), restart until reconciled {:>5.2} s",
+            p.history, p.catch_up_rate, p.live_rate, p.catch_up_rate / p.live_rate.max(1.0), p.build_rate, p.rss_kb, p.store_kb, p.ready_secs, p.restart_secs, p.steady_rss_kb, p.processor_rss_kb, p.processor_store_kb, p.processor_restart_secs
         );
         out.push(p);
     }
