@@ -136,7 +136,7 @@ impl ProcessorMetrics {
             rocksdb_memory_bytes: gauge(
                 &r,
                 "rf_rocksdb_memory_bytes",
-                "Memory the state store holds, by part: memtables, table_readers (outside the cache), block_cache (data, index and filter blocks)",
+                "Memory the state store holds, by part: memtables, table_readers (index and filter blocks, which grow with the ids of the dedup window)",
                 &["region", "part"],
             ),
             ready: gauge(

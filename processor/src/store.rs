@@ -53,8 +53,6 @@ const CF_VIEW_IDS: &str = "view_ids";
 
 pub struct RocksStore {
     db: std::sync::Arc<DB>,
-    /// The block cache every column family shares (data, index and filter blocks).
-    cache: rocksdb::Cache,
 }
 
 /// The view's reconciled ids in the store (`rf_core::view::SeenIds`), sharing its database.
@@ -117,8 +115,6 @@ fn pending_key(p: i32, key: &str, hlc: Hlc) -> Vec<u8> {
 const META_INSTANCE_ID: &[u8] = b"instance-id";
 /// All memtables together (see `open_with_retention`).
 const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
-/// The block cache all column families share, index and filter blocks included.
-const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
 impl RocksStore {
     /// Open with the default dedup retention (7 days).
@@ -152,26 +148,11 @@ impl RocksStore {
         memtable_bloom(&mut dedup_opts);
         dedup_opts.set_write_buffer_size(MEMTABLE_BUDGET_BYTES / 4);
         // Dedup lookups are mostly misses: a bloom filter answers them without disk reads.
-        // Filters and indexes live in one shared block cache, cut into 4 KB partitions
-        // behind a pinned top level, so their memory is bounded by the cache, not by the ids
-        // of the window (whole filters per file outgrow a cache shard and are re-read on
-        // every lookup: measured on the reconciler's store, docs/BENCHMARKS.md).
-        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-        let table = |bloom: bool| {
-            let mut b = rocksdb::BlockBasedOptions::default();
-            b.set_block_cache(&cache);
-            b.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
-            b.set_partition_filters(true);
-            b.set_metadata_block_size(4096);
-            b.set_cache_index_and_filter_blocks(true);
-            b.set_pin_top_level_index_and_filter(true);
-            b.set_pin_l0_filter_and_index_blocks_in_cache(true);
-            if bloom {
-                b.set_bloom_filter(10.0, false);
-            }
-            b
-        };
-        let bbo = table(true);
+        // (The reconciler's store keeps its filters in a shared cache in 4 KB partitions;
+        // here that cost a quarter of the throughput in one A/B run, docs/BENCHMARKS.md, so
+        // the filters stay beside the cache, growing with the ids of the window.)
+        let mut bbo = rocksdb::BlockBasedOptions::default();
+        bbo.set_bloom_filter(10.0, false);
         dedup_opts.set_block_based_table_factory(&bbo);
         // So do state lookups of keys first seen (1M keys: most of a backlog).
         state_opts.set_block_based_table_factory(&bbo);
@@ -201,19 +182,16 @@ impl RocksStore {
                 rocksdb::CompactionDecision::Keep
             }
         });
-        let mut plain = Options::default();
-        plain.set_block_based_table_factory(&table(false));
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_STATE, state_opts),
             ColumnFamilyDescriptor::new(CF_DEDUP, dedup_opts),
-            ColumnFamilyDescriptor::new(CF_META, plain.clone()),
-            ColumnFamilyDescriptor::new(CF_PENDING, plain),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ColumnFamilyDescriptor::new(CF_PENDING, Options::default()),
             ColumnFamilyDescriptor::new(CF_VIEW_IDS, view_ids_opts),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(store_err)?;
         Ok(RocksStore {
             db: std::sync::Arc::new(db),
-            cache,
         })
     }
 
@@ -255,11 +233,11 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// RocksDB's figures for what the store holds in memory: (memtables, table readers
-    /// outside the cache, block cache).
-    pub fn memory(&self) -> (u64, u64, u64) {
-        rocksdb::perf::get_memory_usage_stats(Some(&[&self.db]), Some(&[&self.cache]))
-            .map(|m| (m.mem_table_total, m.mem_table_readers_total, m.cache_total))
+    /// RocksDB's figures for what the store holds in memory: (memtables, table readers:
+    /// index and filter blocks).
+    pub fn memory(&self) -> (u64, u64) {
+        rocksdb::perf::get_memory_usage_stats(Some(&[&self.db]), None)
+            .map(|m| (m.mem_table_total, m.mem_table_readers_total))
             .unwrap_or_default()
     }
 
