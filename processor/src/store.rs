@@ -55,9 +55,11 @@ pub struct RocksStore {
     db: std::sync::Arc<DB>,
 }
 
-/// The view's reconciled ids in the store (`rf_core::view::SeenIds`), sharing its database.
+/// The view's reconciled ids in the store (`rf_core::view::SeenIds`). A weak handle: the
+/// view lives in the shared stats, which outlive the processor's run, and must not keep the
+/// database open (and locked) after it stops.
 pub struct ViewIds {
-    db: std::sync::Arc<DB>,
+    db: std::sync::Weak<DB>,
 }
 
 fn view_id_key(key: &str, id: &str) -> Vec<u8> {
@@ -70,12 +72,16 @@ fn view_id_key(key: &str, id: &str) -> Vec<u8> {
 
 impl rf_core::view::SeenIds for ViewIds {
     fn seen(&self, key: &str, event_id: &str) -> bool {
-        let cf = self
-            .db
-            .cf_handle(CF_VIEW_IDS)
-            .expect("column family exists");
-        match self.db.get_pinned_cf(cf, view_id_key(key, event_id)) {
-            Ok(v) => v.is_some(),
+        // Closed: the processor stopped, and nothing is admitted any more.
+        let Some(db) = self.db.upgrade() else {
+            return false;
+        };
+        let cf = db.cf_handle(CF_VIEW_IDS).expect("column family exists");
+        let found = db
+            .get_pinned_cf(cf, view_id_key(key, event_id))
+            .map(|v| v.is_some());
+        match found {
+            Ok(seen) => seen,
             Err(e) => {
                 // The view then keeps our copy pending (shown on top of the reconciled
                 // state) until a later record of the key settles it: said, never silent.
@@ -198,7 +204,7 @@ impl RocksStore {
     /// The view's reconciled ids, for `RegionalView::with_seen_ids`.
     pub fn view_ids(&self) -> ViewIds {
         ViewIds {
-            db: self.db.clone(),
+            db: std::sync::Arc::downgrade(&self.db),
         }
     }
 
