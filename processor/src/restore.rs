@@ -50,10 +50,10 @@ pub fn restore_partition(
     };
     let mut adopted_own = Vec::new();
     let mut from = meta.history_next;
-    let mut last_writer: Option<String> = None;
+    let last_writer: std::cell::RefCell<Option<String>> = Default::default();
     let mut adopt = |m: &rdkafka::message::BorrowedMessage<'_>| -> Result<()> {
         if let Some(w) = header_str(m, rf_schemas::headers::WRITER) {
-            last_writer = Some(w);
+            *last_writer.borrow_mut() = Some(w);
         }
         let Some(payload) = m.payload() else {
             return Ok(());
@@ -89,13 +89,23 @@ pub fn restore_partition(
         }
         from = next;
     };
-    // The partition's last writer, if another instance, may be a zombie (paused, cut off)
-    // that has not noticed the move; its group generation fences its commits on Kafka, not
-    // on Tansu (measured: `processor_zombie`). Fence its transactional id before we write.
-    if let Some(w) = last_writer.filter(|w| w != own_writer) {
-        tracing::info!(partition, writer = %w, "fencing the partition's previous writer");
-        fence_writer(bs, &cfg.kafka, &w)?;
-    }
+    // The partition's last writer, if another instance, may still be writing: a previous
+    // owner that has not yet seen its revocation (`read_to_end` then stops at the records
+    // written before the read began), or a zombie (paused, cut off) whose group generation
+    // fences its commits on Kafka but not on Tansu (measured: `processor_zombie`). Fence its
+    // transactional id, then read on from where we stopped: what it wrote before the fence
+    // (committed, or aborted by the fence and, on Tansu, still visible) is in the log, and
+    // the log is the truth. Without this second read those records were never adopted and
+    // their inputs, not committed, were processed again (`processor_scale_out`, CI).
+    let previous = last_writer.borrow_mut().take().filter(|w| w != own_writer);
+    let next = match previous {
+        Some(w) => {
+            tracing::info!(partition, writer = %w, "fencing the partition's previous writer");
+            fence_writer(bs, &cfg.kafka, &w)?;
+            read_to_end(bs, &cfg.kafka, topic, partition, next, timeout, &mut adopt)?
+        }
+        None => next,
+    };
     fold.take_batch(Some(next), SystemClock.now_ms(), &mut batch);
     store.write(batch)?;
     let elapsed = started.elapsed();
