@@ -85,14 +85,31 @@ impl Engine {
         // The aborted events' pending copies go too; the re-adoption below reloads what
         // the log holds.
         self.unsaved.put.clear();
-        if let Err(e2) = abort(&self.producer) {
-            tracing::warn!(error = %e2, "abort failed; re-creating the producer");
+        let fenced = cause.is_fenced();
+        let aborted = if fenced {
+            Err(cause)
+        } else {
+            abort(&self.producer)
+        };
+        if let Err(e2) = aborted {
+            // A producer that cannot abort was fenced (or failed fatally): another instance
+            // restored one of our partitions and fenced our id, so the assignment we hold
+            // is stale. On Kafka the group generation would have said so; Tansu does not
+            // check it, and re-adopting our partitions and writing on would race the new
+            // owner, which read the log before our next records. Drop every partition and
+            // rejoin the group; the next assignment restores from the log (invariant 3).
+            tracing::warn!(error = %e2, fenced, "producer fenced or unable to abort; re-creating the producer and rejoining the group");
             self.stats.counters.producer_resets.inc();
             self.producer = transactional_producer(
                 &self.cfg.bootstrap_servers,
                 &self.cfg.kafka,
                 &transactional_id(&self.cfg, &self.store.instance_id()?),
             )?;
+            let owned: Vec<i32> = self.folds.keys().copied().collect();
+            self.forget(&owned);
+            self.set_ready(false);
+            self.rejoin = true;
+            return Ok(());
         }
         self.readopt(c)
     }

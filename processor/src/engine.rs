@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::failpoints::crash;
 use crate::fold::{Decision, PartitionFold};
-use crate::records::{dead_letter, history_headers, Source};
+use crate::records::{dead_letter, handoff_headers, history_headers, Source};
 use crate::stats::SharedStats;
 use crate::store::RocksStore;
 use crate::view::Unsaved;
@@ -38,6 +38,10 @@ pub struct Engine {
     pub(crate) last_write: HashMap<i32, Instant>,
     /// An error raised inside a rebalance callback, for the loop to stop with.
     pub(crate) fatal: Option<Error>,
+    /// Our producer was fenced: another instance took a partition of ours, so the group
+    /// assignment we hold is stale. Every partition is dropped and the loop rejoins the
+    /// group (Kafka Streams' `TaskMigratedException`: close all tasks, rejoin).
+    pub(crate) rejoin: bool,
     /// Recoveries since the last successful commit: a record that fails every time (a
     /// poison send) must stop the process with its error, not loop forever.
     pub(crate) failed_in_a_row: u32,
@@ -76,6 +80,7 @@ impl Engine {
             committed: BTreeMap::new(),
             last_write: HashMap::new(),
             fatal: None,
+            rejoin: false,
             failed_in_a_row: 0,
             stats,
             gauges_at: Instant::now(),
@@ -162,10 +167,14 @@ impl Engine {
     }
 
     fn write_history(&mut self, p: i32, ev: &Event, src_offset: Option<i64>) -> Result<()> {
+        let headers = history_headers(&self.txn_id, src_offset.map(|o| (p, o)));
+        self.write_history_with(p, ev, headers)
+    }
+
+    fn write_history_with(&mut self, p: i32, ev: &Event, headers: OwnedHeaders) -> Result<()> {
         let bytes = Codec::event()
             .encode(ev)
             .map_err(|e| Error::Aborted(e.to_string()))?;
-        let headers = history_headers(&self.txn_id, src_offset.map(|o| (p, o)));
         let topic = self.cfg.history_topic.clone();
         self.produce(&topic, Some(p), ev.key.as_bytes(), &bytes, headers)?;
         self.last_write.insert(p, Instant::now());
@@ -190,6 +199,24 @@ impl Engine {
             self.begin()?;
             let hb = self.folds.get_mut(&p).expect("fold").heartbeat(now);
             self.write_history(p, &hb, None)?;
+            self.stats.counters.heartbeats.inc();
+        }
+        Ok(())
+    }
+
+    /// The heartbeat that hands each of `partitions` over (`rf-handoff`), in the open
+    /// transaction: the revocation's commit makes it the partition's last record from us,
+    /// so its next owner knows we let go and need not fence us.
+    pub(crate) fn handoff(&mut self, partitions: &[i32]) -> Result<()> {
+        let now = self.clock.now_ms();
+        for &p in partitions {
+            let Some(fold) = self.folds.get_mut(&p) else {
+                continue;
+            };
+            let hb = fold.heartbeat(now);
+            self.begin()?;
+            let headers = handoff_headers(&self.txn_id);
+            self.write_history_with(p, &hb, headers)?;
             self.stats.counters.heartbeats.inc();
         }
         Ok(())

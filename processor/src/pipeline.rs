@@ -139,6 +139,12 @@ pub fn run_with(
             }
             last_commit = Instant::now();
         }
+        if std::mem::take(&mut eng.rejoin) {
+            drop(eng);
+            if let Err(e) = rejoin(&consumer, &cfg.events_topic) {
+                break Err(e);
+            }
+        }
     };
     {
         let mut eng = engine.lock().expect("engine lock");
@@ -159,4 +165,16 @@ pub fn run_with(
     }
     tracing::info!(region = %cfg.region, "processor stopped");
     result
+}
+
+/// Leave the group and join it again (the revocation runs on the next poll, then a fresh
+/// assignment restores from the log): the way out of a stale assignment.
+fn rejoin(consumer: &BaseConsumer<Ctx>, topic: &str) -> Result<()> {
+    tracing::warn!(
+        topic,
+        "our assignment is stale (producer fenced); rejoining the group"
+    );
+    consumer.unsubscribe();
+    consumer.subscribe(&[topic])?;
+    Ok(())
 }

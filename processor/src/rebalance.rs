@@ -157,13 +157,26 @@ impl Engine {
         Ok(())
     }
 
-    /// Commit what is open, then forget the revoked partitions.
+    /// Commit what is open with a handoff heartbeat on each revoked partition, then forget
+    /// the revoked partitions.
     fn on_revoke(&mut self, c: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
-        if let Err(e) = self.commit(c) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let r = self
+            .handoff(&partitions)
+            .or_else(|e| self.recover(c, e))
+            .and_then(|_| self.commit(c));
+        if let Err(e) = r {
             tracing::warn!(error = %e, "commit before revocation failed");
         }
-        for el in tpl.elements() {
-            let p = el.partition();
+        self.forget(&partitions);
+        self.set_ready(false);
+        tracing::info!(?partitions, "partitions revoked");
+    }
+
+    /// Drop what we hold of `partitions` (after a revocation, or when our assignment
+    /// turned out stale): nothing more is processed or written for them.
+    pub(crate) fn forget(&mut self, partitions: &[i32]) {
+        for &p in partitions {
             self.folds.remove(&p);
             self.offsets.remove(&p);
             self.committed.remove(&p);
@@ -175,7 +188,5 @@ impl Engine {
                 .remove_label_values(&[self.cfg.region.as_str(), &p.to_string()]);
             self.stats.view.revoked(p);
         }
-        self.set_ready(false);
-        tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
     }
 }

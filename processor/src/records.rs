@@ -26,6 +26,14 @@ pub fn history_headers(writer: &str, source: Option<(i32, i64)>) -> OwnedHeaders
     }
 }
 
+/// Headers of the heartbeat a writer leaves on a partition it gives up (`rf-handoff`).
+pub fn handoff_headers(writer: &str) -> OwnedHeaders {
+    history_headers(writer, None).insert(Header {
+        key: headers::HANDOFF,
+        value: Some("1"),
+    })
+}
+
 /// The input offset of a history record, in either spelling.
 pub const SOURCE_OFFSET_NAMES: &[&str] = &[headers::SOURCE_OFFSET, headers::legacy::SRC_OFFSET];
 

@@ -50,10 +50,12 @@ pub fn restore_partition(
     };
     let mut adopted_own = Vec::new();
     let mut from = meta.history_next;
-    let last_writer: std::cell::RefCell<Option<String>> = Default::default();
+    // The writer of the last record read, and whether that record was its handoff.
+    let last_writer: std::cell::RefCell<Option<(String, bool)>> = Default::default();
     let mut adopt = |m: &rdkafka::message::BorrowedMessage<'_>| -> Result<()> {
         if let Some(w) = header_str(m, rf_schemas::headers::WRITER) {
-            *last_writer.borrow_mut() = Some(w);
+            let handed_off = header_str(m, rf_schemas::headers::HANDOFF).is_some();
+            *last_writer.borrow_mut() = Some((w, handed_off));
         }
         let Some(payload) = m.payload() else {
             return Ok(());
@@ -89,15 +91,20 @@ pub fn restore_partition(
         }
         from = next;
     };
-    // The partition's last writer, if another instance, may still be writing: a previous
-    // owner that has not yet seen its revocation (`read_to_end` then stops at the records
-    // written before the read began), or a zombie (paused, cut off) whose group generation
-    // fences its commits on Kafka but not on Tansu (measured: `processor_zombie`). Fence its
+    // The partition's last writer, if another instance that did not hand the partition
+    // over (`rf-handoff` on its last record), may still be writing: a previous owner that
+    // has not yet seen its revocation (`read_to_end` then stops at the records written
+    // before the read began), or a zombie (paused, cut off) whose group generation fences
+    // its commits on Kafka but not on Tansu (measured: `processor_zombie`). Fence its
     // transactional id, then read on from where we stopped: what it wrote before the fence
     // (committed, or aborted by the fence and, on Tansu, still visible) is in the log, and
     // the log is the truth. Without this second read those records were never adopted and
     // their inputs, not committed, were processed again (`processor_scale_out`, CI).
-    let previous = last_writer.borrow_mut().take().filter(|w| w != own_writer);
+    let previous = last_writer
+        .borrow_mut()
+        .take()
+        .filter(|(w, handed_off)| w != own_writer && !handed_off)
+        .map(|(w, _)| w);
     let next = match previous {
         Some(w) => {
             tracing::info!(partition, writer = %w, "fencing the partition's previous writer");

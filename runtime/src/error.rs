@@ -48,6 +48,20 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         self.class() == ErrorClass::Retriable
     }
+
+    /// Whether a newer producer with our transactional id fenced ours: it can only be
+    /// replaced (aborting waits out its timeout), and whoever fenced it took over work we
+    /// thought was ours.
+    pub fn is_fenced(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match self {
+            Error::Kafka(e) => matches!(
+                e.rdkafka_error_code(),
+                Some(C::Fenced | C::ProducerFenced | C::InvalidProducerEpoch)
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,6 +4,7 @@
 //! | header | topic | value |
 //! |---|---|---|
 //! | [`WRITER`] | `history` | transactional id of the producer that wrote the record |
+//! | [`HANDOFF`] | `history` | `1` on the heartbeat a writer leaves when it gives the partition up |
 //! | [`SOURCE_PARTITION`], [`SOURCE_OFFSET`] | `history`, `events.dlq` | the input record's partition and offset |
 //! | [`SOURCE_TOPIC`] | `events.dlq` | the input topic |
 //! | [`ERROR_CLASS`], [`ERROR_REASON`] | `events.dlq` | why the record was dead-lettered |
@@ -13,6 +14,10 @@
 /// The transactional id of the producer that wrote a history record: lets the next owner
 /// of a partition fence a writer that died inside a transaction.
 pub const WRITER: &str = "rf-writer";
+/// On the heartbeat a processor writes for a partition as it is revoked (value `1`): the
+/// writer gave the partition up and writes nothing after it, so the next owner need not
+/// fence it. A last record without it (a crash, a zombie, an owner still writing) is fenced.
+pub const HANDOFF: &str = "rf-handoff";
 /// Input topic of a dead letter.
 pub const SOURCE_TOPIC: &str = "rf-source-topic";
 /// Input partition a history record or a dead letter came from.

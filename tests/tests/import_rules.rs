@@ -167,6 +167,7 @@ fn header_names_are_spelled_once() {
             "\"rf-src-",
             "\"rf-source-",
             "\"rf-writer\"",
+            "\"rf-handoff\"",
             "\"rf-resume-",
             "\"rf-error-",
             "\"rf-original-",

@@ -1,7 +1,8 @@
 //! A fenced producer is re-initialised, never fatal: while the processor works under load,
 //! another producer initialises the same transactional id (as a zombie's successor would),
-//! which fences the processor's producer. The processor aborts, re-creates its producer,
-//! re-adopts the log and carries on: afterwards nothing is lost or repeated.
+//! which fences the processor's producer. The processor re-creates its producer, drops its
+//! partitions and rejoins the group (its assignment may be stale), restores from the log on
+//! the new assignment and carries on: afterwards nothing is lost or repeated.
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
 use rf_harness::check::verify_region;
@@ -60,7 +61,7 @@ fn fenced_producer_is_reinitialised_not_fatal() {
     )
     .unwrap();
     assert!(
-        p.log_contains("re-creating the producer"),
+        p.log_contains("re-creating the producer and rejoining the group"),
         "the fence was not noticed:\n{}",
         p.log_tail(40)
     );

@@ -60,6 +60,17 @@ fn partitions_move_between_instances_exactly_once() {
         Duration::from_secs(240),
     )
     .unwrap();
+    // Plain rebalances hand partitions over (`rf-handoff`): only the killed instance's
+    // writer needs fencing. A live one fenced rejoins the group; say how often it happened.
+    let rejoins: usize = [&b, &d]
+        .iter()
+        .map(|p| {
+            p.log_tail(usize::MAX)
+                .matches("re-creating the producer and rejoining the group")
+                .count()
+        })
+        .sum();
+    eprintln!("live instances fenced and rejoined: {rejoins}");
     for p in [&mut b, &mut d] {
         let st = p.terminate(Duration::from_secs(30)).unwrap();
         assert!(st.success(), "graceful stop failed:\n{}", p.log_tail(30));

@@ -6,7 +6,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -116,9 +118,29 @@ pub fn send(p: &TxnProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
     }
 }
 
-/// Abort the open transaction, discarding delivery bookkeeping.
+/// Abort the open transaction, discarding delivery bookkeeping. The records not yet sent
+/// are purged first, and the delivery reports of those in flight served here until none is
+/// left: the event-API producer does not serve them inside `abort_transaction`, which then
+/// waits its whole timeout (measured: 30 s after a fence, 5 records queued). In-flight
+/// records are waited for, never purged: on a broker that shows aborted records, one
+/// appended after the re-adoption read would be processed twice.
 pub fn abort(p: &TxnProducer) -> Result<()> {
-    let r = p.abort_transaction(Duration::from_secs(30));
+    // A fenced producer is in a fatal state: it can never abort, only be replaced.
+    if let Some((code, reason)) = p.client().fatal_error() {
+        return Err(Error::Aborted(format!(
+            "producer in a fatal state ({code:?}): {reason}"
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    p.purge(PurgeConfig::default().queue());
+    while p.in_flight_count() > 0 && Instant::now() < deadline {
+        p.poll(Duration::from_millis(1));
+    }
+    let r = p.abort_transaction(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    );
     std::mem::take(&mut *p.context().state.lock().expect("delivery lock"));
     r.map_err(Error::from)
 }
