@@ -21,11 +21,13 @@ use crate::{AggState, Family, OrderKey};
 use rf_schemas::{Event, Hlc, Op, ReconciledEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-#[derive(Debug, Default)]
-struct Replica {
-    state: Option<AggState>,
+/// The reconciled state of one key as the view holds it, and as the processor checkpoints
+/// it (with the `reconciled` offset of its partition, so a restart reads only the tail).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Replica {
+    pub state: Option<AggState>,
     /// The last reconciled record of this key, in the reconciled order.
-    frontier: Option<OrderKey>,
+    pub frontier: Option<OrderKey>,
 }
 
 /// Ids of other regions' reconciled records, older than the last `take_seen_ids`, where the
@@ -66,7 +68,11 @@ fn order_of(op: &Op) -> Option<&String> {
 #[derive(Debug, Default)]
 pub struct RegionalView {
     region: String,
-    replica: HashMap<String, Replica>,
+    /// Reconciled state per key, with the partition it belongs to: only the partitions
+    /// this instance owns (`load_partition`, `forget_partition`).
+    replica: HashMap<String, (i32, Replica)>,
+    /// Keys whose replica changed since the last `take_replicas`.
+    dirty: HashSet<String>,
     /// Own accepted events not yet reconciled, per key, in HLC order.
     pending: HashMap<String, Pending>,
     /// The input partition each pending key belongs to.
@@ -116,10 +122,10 @@ impl RegionalView {
     /// Whether an own event of `key` is settled: at or below the key's reconciled frontier,
     /// or reconciled under its id as another region's copy.
     fn settles(&self, key: &str, own: &OrderKey) -> bool {
-        let Some(r) = self.replica.get(key) else {
-            return false;
-        };
-        r.frontier.as_ref().is_some_and(|f| own <= f)
+        self.replica
+            .get(key)
+            .and_then(|(_, r)| r.frontier.as_ref())
+            .is_some_and(|f| own <= f)
             || self
                 .recent_ids
                 .get(key)
@@ -138,7 +144,7 @@ impl RegionalView {
         if self.settles(&ev.key, &own) {
             return false;
         }
-        let replica = self.replica.get(&ev.key);
+        let replica = self.replica.get(&ev.key).map(|(_, r)| r);
         let p = self.pending.entry(ev.key.clone()).or_default();
         let newest = p.by_hlc.last_key_value().is_none_or(|(h, _)| *h < hlc);
         p.by_hlc.insert(hlc, ev.clone());
@@ -166,10 +172,13 @@ impl RegionalView {
     /// carry it all); a record at or below the key's frontier was folded already (a re-read)
     /// and changes nothing. Returns the own events it settled, as (key, hlc), so their
     /// persisted copies can be deleted.
-    pub fn reconciled(&mut self, rec: &ReconciledEvent) -> Vec<(String, Hlc)> {
+    pub fn reconciled(&mut self, partition: i32, rec: &ReconciledEvent) -> Vec<(String, Hlc)> {
         self.reconciled_seen += 1;
         let ev = &rec.event;
-        let r = self.replica.entry(ev.key.clone()).or_default();
+        let (_, r) = self
+            .replica
+            .entry(ev.key.clone())
+            .or_insert_with(|| (partition, Replica::default()));
         let order = OrderKey::new(
             ev.hlc.unwrap_or_default(),
             ev.region.clone().unwrap_or_default(),
@@ -180,6 +189,7 @@ impl RegionalView {
         }
         apply_reconciled(&mut r.state, ev, rec.outcome);
         r.frontier = Some(order.clone());
+        self.dirty.insert(ev.key.clone());
         if order.region != self.region {
             self.recent_ids
                 .entry(ev.key.clone())
@@ -222,7 +232,7 @@ impl RegionalView {
     /// The view of `key`: reconciled state, then this region's pending events on top.
     /// A copy of the whole state (for queries; admission uses `admission_view`).
     pub fn view(&self, key: &str) -> Option<AggState> {
-        let mut state = self.replica.get(key).and_then(|r| r.state.clone());
+        let mut state = self.replica.get(key).and_then(|(_, r)| r.state.clone());
         for ev in self
             .pending
             .get(key)
@@ -243,7 +253,7 @@ impl RegionalView {
         if Family::of(op) != Some(Family::Inventory) {
             return self.view(key);
         }
-        let reconciled = self.replica.get(key).and_then(|r| r.state.as_ref());
+        let reconciled = self.replica.get(key).and_then(|(_, r)| r.state.as_ref());
         let pending = self.pending.get(key);
         let a = self
             .admission
@@ -273,7 +283,31 @@ impl RegionalView {
 
     /// The reconciled state of `key` alone, as `reconciled` last showed it.
     pub fn reconciled_state(&self, key: &str) -> Option<&AggState> {
-        self.replica.get(key).and_then(|r| r.state.as_ref())
+        self.replica.get(key).and_then(|(_, r)| r.state.as_ref())
+    }
+
+    /// The replicas changed since the last call, as (partition, key, replica), for the
+    /// store (written with the partitions' `reconciled` offsets, in one batch).
+    pub fn take_replicas(&mut self) -> Vec<(i32, String, Replica)> {
+        let mut out: Vec<_> = self
+            .dirty
+            .drain()
+            .filter_map(|k| {
+                let (p, r) = self.replica.get(&k)?;
+                Some((*p, k, r.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out
+    }
+
+    /// Load one partition's checkpointed replicas (a partition assigned: the follower then
+    /// reads `reconciled` on from the offset they reflect).
+    pub fn load_partition(&mut self, partition: i32, replicas: Vec<(String, Replica)>) {
+        for (k, r) in replicas {
+            self.admission.remove(&k);
+            self.replica.insert(k, (partition, r));
+        }
     }
 
     /// Own events not yet reconciled, over all keys.
@@ -297,6 +331,15 @@ impl RegionalView {
     /// Forget the pending events of one input partition (revoked, or about to be
     /// reloaded from the store and history).
     pub fn forget_partition(&mut self, partition: i32) {
+        // Its replicas too: the store has them as of its checkpoint, and whatever changed
+        // since is re-read from there (`load_partition`).
+        self.replica.retain(|k, (p, _)| {
+            let keep = *p != partition;
+            if !keep {
+                self.dirty.remove(k);
+            }
+            keep
+        });
         let keys: Vec<String> = self
             .partition_of
             .iter()
@@ -377,12 +420,41 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpointed_partition_reloads_to_the_same_view_and_forgetting_drops_it() {
+        let mut v = RegionalView::new("a");
+        let mut st = None;
+        let stock = ev("b", "s", 10, Op::StockAdd { qty: 100 });
+        apply_admitted(&mut st, &stock).unwrap();
+        v.reconciled(3, &rec(stock, st.as_ref().unwrap()));
+        let saved = v.take_replicas();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].0, 3);
+        assert!(v.take_replicas().is_empty(), "taken once");
+        // A later record of the key, not yet checkpointed, is forgotten with the partition:
+        // the follower re-reads it from the checkpoint's offset.
+        let more = ev("b", "s2", 20, Op::StockAdd { qty: 5 });
+        apply_admitted(&mut st, &more).unwrap();
+        v.reconciled(3, &rec(more.clone(), st.as_ref().unwrap()));
+        v.forget_partition(3);
+        assert_eq!(v.view("item"), None);
+        assert!(v.take_replicas().is_empty());
+        v.load_partition(3, saved.into_iter().map(|(_, k, r)| (k, r)).collect());
+        assert_eq!(available(v.view("item")), 100);
+        // Re-reading from the checkpoint: the known record changes nothing, the new one applies.
+        v.reconciled(3, &rec(more, st.as_ref().unwrap()));
+        assert_eq!(available(v.view("item")), 105);
+        // Another partition's forgetting leaves it alone.
+        v.forget_partition(1);
+        assert_eq!(available(v.view("item")), 105);
+    }
+
+    #[test]
     fn view_is_reconciled_state_plus_own_pending() {
         let mut v = RegionalView::new("a");
         let stock = ev("b", "s", 10, Op::StockAdd { qty: 100 });
         let mut st = None;
         apply_admitted(&mut st, &stock).unwrap();
-        v.reconciled(&rec(stock, st.as_ref().unwrap()));
+        v.reconciled(0, &rec(stock, st.as_ref().unwrap()));
         assert_eq!(available(v.view("item")), 100);
         let r1 = ev(
             "a",
@@ -398,7 +470,7 @@ mod tests {
         assert_eq!(v.pending_count(), 1);
         // Once reconciled, it counts once (in the reconciled state), not twice.
         apply_admitted(&mut st, &r1).unwrap();
-        let settled = v.reconciled(&rec(r1, st.as_ref().unwrap()));
+        let settled = v.reconciled(0, &rec(r1, st.as_ref().unwrap()));
         assert_eq!(settled, vec![("item".to_owned(), Hlc::new(20, 0))]);
         assert_eq!(available(v.view("item")), 70);
         assert_eq!(v.pending_count(), 0);
@@ -412,7 +484,7 @@ mod tests {
         let theirs = ev("b", "x", 40, Op::StockAdd { qty: 5 });
         let mut st = None;
         apply_admitted(&mut st, &theirs).unwrap();
-        v.reconciled(&rec(theirs, st.as_ref().unwrap()));
+        v.reconciled(0, &rec(theirs, st.as_ref().unwrap()));
         assert_eq!(v.pending_count(), 0);
         assert_eq!(available(v.view("item")), 5);
     }
@@ -423,14 +495,14 @@ mod tests {
         let theirs = ev("b", "x", 40, Op::StockAdd { qty: 5 });
         let mut st = None;
         apply_admitted(&mut st, &theirs).unwrap();
-        v.reconciled(&rec(theirs, st.as_ref().unwrap()));
+        v.reconciled(0, &rec(theirs, st.as_ref().unwrap()));
         // Our later copy of the same event (a failover retry), reloaded on restore.
         assert!(!v.accepted(0, &ev("a", "x", 50, Op::StockAdd { qty: 5 })));
         assert_eq!(available(v.view("item")), 5);
         // Any own event ordered before a reconciled record of the key is settled too.
         let later = ev("b", "y", 60, Op::StockAdd { qty: 1 });
         apply_admitted(&mut st, &later).unwrap();
-        v.reconciled(&rec(later, st.as_ref().unwrap()));
+        v.reconciled(0, &rec(later, st.as_ref().unwrap()));
         assert!(!v.accepted(0, &ev("a", "z", 55, Op::StockAdd { qty: 1 })));
         assert!(v.accepted(0, &ev("a", "w", 65, Op::StockAdd { qty: 1 })));
     }
@@ -454,11 +526,11 @@ mod tests {
         let theirs = ev("b", "x", 40, Op::StockAdd { qty: 5 });
         let mut st = None;
         apply_admitted(&mut st, &theirs).unwrap();
-        v.reconciled(&rec(theirs, st.as_ref().unwrap()));
+        v.reconciled(0, &rec(theirs, st.as_ref().unwrap()));
         // Our own reconciled copies are never taken: the frontier settles them.
         let ours = ev("a", "o", 45, Op::StockAdd { qty: 1 });
         apply_admitted(&mut st, &ours).unwrap();
-        v.reconciled(&rec(ours, st.as_ref().unwrap()));
+        v.reconciled(0, &rec(ours, st.as_ref().unwrap()));
         let taken = v.take_seen_ids();
         assert_eq!(taken, vec![("item".to_owned(), "x".to_owned(), 40)]);
         assert!(v.recent_ids.is_empty(), "taken ids leave memory");
@@ -478,7 +550,7 @@ mod tests {
         let e = ev("a", "x", 50, Op::StockAdd { qty: 5 });
         let mut st = None;
         apply_admitted(&mut st, &e).unwrap();
-        v.reconciled(&rec(e.clone(), st.as_ref().unwrap()));
+        v.reconciled(0, &rec(e.clone(), st.as_ref().unwrap()));
         assert!(!v.accepted(0, &e));
         assert_eq!(available(v.view("item")), 5);
     }
@@ -491,8 +563,8 @@ mod tests {
         let mut st = None;
         apply_admitted(&mut st, &e).unwrap();
         let r = rec(e, st.as_ref().unwrap());
-        v.reconciled(&r);
-        v.reconciled(&r);
+        v.reconciled(0, &r);
+        v.reconciled(0, &r);
         assert_eq!(available(v.view("item")), 7);
     }
 
@@ -522,7 +594,7 @@ mod tests {
                             Ok(crate::Applied::Applied) => Outcome::Applied,
                             _ => Outcome::Revoked,
                         };
-                        v.reconciled(&ReconciledEvent { event: e, outcome, reason: None, state_json: String::new() });
+                        v.reconciled(0, &ReconciledEvent { event: e, outcome, reason: None, state_json: String::new() });
                     }
                     1 => {
                         // An own event: admitted as the whole view decides, then pending.

@@ -43,14 +43,15 @@ impl Engine {
     /// Commit the open transaction; on failure abort it and re-adopt the log.
     pub fn commit(&mut self, c: &BaseConsumer<Ctx>) -> Result<()> {
         if !self.in_txn {
-            // No transaction (no partition owned): the view's ids still go to the store,
-            // so its memory stays bounded whatever it reads.
-            let view_ids = self.stats.view.take_seen_ids();
-            if !view_ids.is_empty() {
-                self.store.write(StoreBatch {
-                    view_ids,
-                    ..StoreBatch::default()
-                })?;
+            // No transaction (nothing to write to Kafka): the view's checkpoint still goes
+            // to the store, so its memory stays bounded and a restart reads only the tail.
+            let mut batch = StoreBatch::default();
+            self.view_batch(&mut batch);
+            if !(batch.view_ids.is_empty()
+                && batch.view_replicas.is_empty()
+                && batch.pending_del.is_empty())
+            {
+                self.store.write(batch)?;
             }
             return Ok(());
         }
@@ -165,15 +166,24 @@ impl Engine {
                 .map(|o| o + 1);
             fold.take_batch(next, now, &mut batch);
         }
-        batch.pending_put = std::mem::take(&mut self.unsaved.put);
-        batch.pending_del = std::mem::take(&mut self.unsaved.del);
-        batch.view_ids = self.stats.view.take_seen_ids();
+        self.view_batch(&mut batch);
         self.store.write(batch)?;
         self.update_gauges(c);
         fail::fail_point!("rf::after_store", |_| -> Result<()> {
             crash("rf::after_store")
         });
         Ok(())
+    }
+
+    /// The view's part of a store batch, as of now: pending own events to keep or delete,
+    /// other regions' ids, changed replicas, and each owned partition's `reconciled` offset
+    /// (next to read), so a checkpoint's replicas and offset always match.
+    fn view_batch(&mut self, batch: &mut StoreBatch) {
+        batch.pending_put = std::mem::take(&mut self.unsaved.put);
+        batch.pending_del = std::mem::take(&mut self.unsaved.del);
+        batch.view_ids = self.stats.view.take_seen_ids();
+        batch.view_replicas = self.stats.view.take_replicas();
+        batch.view_next = self.follow_seen.iter().map(|(p, s)| (*p, s + 1)).collect();
     }
 
     /// Consumer lag, HLC drift and RocksDB sizes, at most once a second.

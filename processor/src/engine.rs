@@ -6,6 +6,7 @@
 use crate::config::Config;
 use crate::failpoints::crash;
 use crate::fold::{Decision, PartitionFold};
+use crate::follow::Follower;
 use crate::records::{dead_letter, handoff_headers, history_headers, Source};
 use crate::stats::SharedStats;
 use crate::store::RocksStore;
@@ -56,6 +57,8 @@ pub struct Engine {
     pub(crate) use_view: bool,
     /// Pending own events to persist or delete with the next commit.
     pub(crate) unsaved: Unsaved,
+    /// Reads `reconciled` for the owned partitions (`None` without a home cluster).
+    pub(crate) follower: Option<Follower>,
 }
 
 impl Engine {
@@ -66,6 +69,7 @@ impl Engine {
         txn_id: String,
         clock: Arc<dyn Clock>,
         stats: SharedStats,
+        follower: Option<Follower>,
     ) -> Engine {
         Engine {
             use_view: !cfg.home_bootstrap_servers.is_empty(),
@@ -87,6 +91,7 @@ impl Engine {
             follow_seen: HashMap::new(),
             txn_id,
             unsaved: Unsaved::default(),
+            follower,
         }
     }
 
@@ -226,9 +231,11 @@ impl Engine {
     /// view (settling own pending events), and another region's HLC is observed by the
     /// partition's clock.
     pub fn on_reconciled(&mut self, r: &crate::follow::Remote) {
-        // The follower's group may rebalance and deliver a partition again from the start:
-        // each record counts once.
-        let seen = self.follow_seen.entry(r.partition).or_insert(-1);
+        // Only owned partitions are followed (a record of one that just moved away may
+        // still be queued), each record once.
+        let Some(seen) = self.follow_seen.get_mut(&r.partition) else {
+            return;
+        };
         if r.offset <= *seen {
             return;
         }

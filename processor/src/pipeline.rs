@@ -90,6 +90,7 @@ pub fn run_with(
     let txn_id = transactional_id(&cfg, &store_instance_id);
     let producer = transactional_producer(&cfg.bootstrap_servers, &cfg.kafka, &txn_id)?;
     let consumer = events_consumer(&cfg, &store_instance_id)?;
+    let follower = crate::follow::Follower::new(&cfg, &store_instance_id)?;
     let engine = Arc::new(Mutex::new(Engine::new(
         cfg.clone(),
         store,
@@ -97,9 +98,9 @@ pub fn run_with(
         txn_id,
         clock,
         stats,
+        follower,
     )));
     let _ = consumer.context().engine.set(engine.clone());
-    let follower = crate::follow::Follower::new(&cfg, &store_instance_id)?;
     consumer.subscribe(&[&cfg.events_topic])?;
     tracing::info!(region = %cfg.region, topic = %cfg.events_topic, "processor started");
     let commit_every = Duration::from_millis(cfg.commit_interval_ms);
@@ -122,10 +123,9 @@ pub fn run_with(
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
-        if let Some(f) = &follower {
-            for r in f.poll(1000) {
-                eng.on_reconciled(&r);
-            }
+        let remote = eng.follower.as_ref().map(|f| f.poll(1000));
+        for r in remote.iter().flatten() {
+            eng.on_reconciled(r);
         }
         if (eng.in_txn && eng.txn_started.elapsed() >= commit_every)
             || last_commit.elapsed() >= commit_every

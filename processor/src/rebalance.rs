@@ -112,9 +112,18 @@ impl Engine {
         for (&p, r) in partitions.iter().zip(restored) {
             let r = r?;
             if self.use_view {
-                self.stats
-                    .view
-                    .restored(p, &r.stored_pending, r.adopted_own, &mut self.unsaved);
+                self.stats.view.restored(
+                    p,
+                    r.view_replicas,
+                    &r.stored_pending,
+                    r.adopted_own,
+                    &mut self.unsaved,
+                );
+                // The view reads `reconciled` on from its checkpoint: only the tail.
+                self.follow_seen.insert(p, r.view_next - 1);
+                if let Some(f) = &mut self.follower {
+                    f.follow(p, r.view_next)?;
+                }
             }
             self.stats.counters.restored_records.inc_by(r.replayed);
             self.stats
@@ -187,6 +196,12 @@ impl Engine {
                 .consumer_lag
                 .remove_label_values(&[self.cfg.region.as_str(), &p.to_string()]);
             self.stats.view.revoked(p);
+            self.follow_seen.remove(&p);
+            if let Some(f) = &mut self.follower {
+                if let Err(e) = f.unfollow(p) {
+                    tracing::warn!(partition = p, error = %e, "could not stop following reconciled");
+                }
+            }
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct Restored {
     /// empty unless asked for).
     pub stored_pending: Vec<rf_schemas::Event>,
     pub adopted_own: Vec<rf_schemas::Event>,
+    /// The view's checkpoint of this partition (empty unless asked for): the next
+    /// `reconciled` offset and the replicas as of it.
+    pub view_next: i64,
+    pub view_replicas: Vec<(String, rf_core::view::Replica)>,
     pub replayed: u64,
     pub elapsed: Duration,
 }
@@ -43,10 +47,10 @@ pub fn restore_partition(
     let mut fold = PartitionFold::new(partition, &cfg.region, cfg.max_clock_offset_ms, meta);
     let mut replayed = 0u64;
     let mut batch = StoreBatch::default();
-    let stored_pending = if with_pending {
-        store.pending(partition)?
+    let (stored_pending, (view_next, view_replicas)) = if with_pending {
+        (store.pending(partition)?, store.view(partition)?)
     } else {
-        Vec::new()
+        (Vec::new(), (0, Vec::new()))
     };
     let mut adopted_own = Vec::new();
     let mut from = meta.history_next;
@@ -128,6 +132,8 @@ pub fn restore_partition(
         fold,
         stored_pending,
         adopted_own,
+        view_next,
+        view_replicas,
         replayed,
         elapsed,
     })

@@ -1,8 +1,10 @@
 //! State store: per input partition, the folded state, the dedup ids and the history
 //! offset the fold reflects (invariant 3), written in one atomic batch per commit; and, for
-//! the regional view, its pending own events and other regions' reconciled ids (`view_ids`,
-//! expired after the duplicate window like the dedup ids).
+//! the regional view, its pending own events, other regions' reconciled ids (`view_ids`,
+//! expired after the duplicate window like the dedup ids) and its checkpoint: the reconciled
+//! state of each key of the partition (`view`) with the `reconciled` offset it reflects.
 
+use rf_core::view::Replica;
 use rf_core::AggState;
 use rf_runtime::error::{Error, Result};
 use rf_schemas::{Codec, Event, Hlc};
@@ -34,6 +36,10 @@ pub struct StoreBatch {
     pub pending_del: Vec<(i32, String, Hlc)>,
     /// Other regions' reconciled ids the view read since the last batch: (key, id, HLC ms).
     pub view_ids: Vec<(String, String, i64)>,
+    /// The view's changed replicas, and per partition the `reconciled` offset they reflect
+    /// (the next one to read).
+    pub view_replicas: Vec<(i32, String, Replica)>,
+    pub view_next: Vec<(i32, i64)>,
 }
 
 pub trait StateStore: Send + Sync {
@@ -43,6 +49,9 @@ pub trait StateStore: Send + Sync {
     fn write(&self, batch: StoreBatch) -> Result<()>;
     /// The regional view's pending own events of one partition.
     fn pending(&self, partition: i32) -> Result<Vec<Event>>;
+    /// The view's checkpoint of one partition: the next `reconciled` offset to read (0 if
+    /// none) and the replicas as of it.
+    fn view(&self, partition: i32) -> Result<(i64, Vec<(String, Replica)>)>;
 }
 
 const CF_STATE: &str = "state";
@@ -50,6 +59,7 @@ const CF_DEDUP: &str = "dedup";
 const CF_META: &str = "meta";
 const CF_PENDING: &str = "pending";
 const CF_VIEW_IDS: &str = "view_ids";
+const CF_VIEW: &str = "view";
 
 pub struct RocksStore {
     db: std::sync::Arc<DB>,
@@ -119,6 +129,12 @@ fn pending_key(p: i32, key: &str, hlc: Hlc) -> Vec<u8> {
 }
 
 const META_INSTANCE_ID: &[u8] = b"instance-id";
+
+/// The meta key of a partition's view offset.
+fn view_next_key(p: i32) -> [u8; 5] {
+    let b = p.to_be_bytes();
+    [b'v', b[0], b[1], b[2], b[3]]
+}
 /// All memtables together (see `open_with_retention`).
 const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
 
@@ -194,6 +210,7 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
             ColumnFamilyDescriptor::new(CF_PENDING, Options::default()),
             ColumnFamilyDescriptor::new(CF_VIEW_IDS, view_ids_opts),
+            ColumnFamilyDescriptor::new(CF_VIEW, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(store_err)?;
         Ok(RocksStore {
@@ -251,7 +268,14 @@ impl RocksStore {
     pub fn sizes(&self) -> (u64, u64) {
         let mut live = 0;
         let mut pending = 0;
-        for name in [CF_STATE, CF_DEDUP, CF_META, CF_PENDING, CF_VIEW_IDS] {
+        for name in [
+            CF_STATE,
+            CF_DEDUP,
+            CF_META,
+            CF_PENDING,
+            CF_VIEW_IDS,
+            CF_VIEW,
+        ] {
             let cf = self.cf(name);
             live += self
                 .db
@@ -340,7 +364,37 @@ impl StateStore for RocksStore {
                 hlc_ms.to_be_bytes(),
             );
         }
+        for (p, k, r) in &batch.view_replicas {
+            wb.put_cf(
+                self.cf(CF_VIEW),
+                pkey(*p, k),
+                serde_json::to_vec(r).map_err(store_err)?,
+            );
+        }
+        for (p, next) in &batch.view_next {
+            wb.put_cf(self.cf(CF_META), view_next_key(*p), next.to_be_bytes());
+        }
         self.db.write(wb).map_err(store_err)
+    }
+
+    fn view(&self, partition: i32) -> Result<(i64, Vec<(String, Replica)>)> {
+        let next = self
+            .db
+            .get_cf(self.cf(CF_META), view_next_key(partition))
+            .map_err(store_err)?
+            .and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes))
+            .unwrap_or(0);
+        let prefix = partition.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_VIEW), prefix) {
+            let (k, v) = item.map_err(store_err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let key = String::from_utf8(k[4..].to_vec()).map_err(store_err)?;
+            out.push((key, serde_json::from_slice(&v).map_err(store_err)?));
+        }
+        Ok((next, out))
     }
 
     fn pending(&self, partition: i32) -> Result<Vec<Event>> {

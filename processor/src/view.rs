@@ -65,18 +65,20 @@ impl View {
         Ok(decision)
     }
 
-    /// A partition was restored: reload its pending own events. Stored ones the view has
-    /// already settled are deleted; ones adopted from the history tail that it has not are
-    /// persisted.
+    /// A partition was restored: reload its checkpointed replicas, then its pending own
+    /// events. Stored ones the view has already settled are deleted; ones adopted from the
+    /// history tail that it has not are persisted.
     pub fn restored(
         &self,
         partition: i32,
+        replicas: Vec<(String, rf_core::view::Replica)>,
         stored: &[Event],
         adopted: Vec<Event>,
         unsaved: &mut Unsaved,
     ) {
         let mut view = self.lock();
         view.forget_partition(partition);
+        view.load_partition(partition, replicas);
         for ev in stored {
             if !view.accepted(partition, ev) {
                 unsaved
@@ -98,10 +100,15 @@ impl View {
 
     /// A record read back from `reconciled` (of `partition`): settle own pending events.
     pub fn reconciled(&self, partition: i32, rec: &ReconciledEvent, unsaved: &mut Unsaved) {
-        let settled = self.lock().reconciled(rec);
+        let settled = self.lock().reconciled(partition, rec);
         unsaved
             .del
             .extend(settled.into_iter().map(|(k, h)| (partition, k, h)));
+    }
+
+    /// The replicas changed since the last call, for the next store batch.
+    pub fn take_replicas(&self) -> Vec<(i32, String, rf_core::view::Replica)> {
+        self.lock().take_replicas()
     }
 
     pub fn pending_count(&self) -> usize {
