@@ -239,6 +239,7 @@ impl Engine {
                 Duration::from_secs(10),
             )?;
         }
+        self.pause_catching_up(c);
         Ok(())
     }
 }

@@ -36,6 +36,10 @@ pub struct Config {
     /// The home cluster, to read `reconciled` back (empty: do not follow it).
     pub home_bootstrap_servers: String,
     pub reconciled_topic: String,
+    /// How long an assigned partition waits for its view to read `reconciled` to the end
+    /// listed at assignment before it admits anyway, on the view as its checkpoint left it
+    /// (`rf_view_degraded_total`); 0: do not wait.
+    pub view_catch_up_timeout_ms: u64,
     /// HTTP address for /health, /ready, /metrics, /state/{key} and /feed (empty: none).
     pub http_addr: String,
     /// Passed through to librdkafka verbatim (e.g. `security.protocol`, `sasl.*`).
@@ -62,6 +66,7 @@ impl Default for Config {
             restore_timeout_secs: 60,
             home_bootstrap_servers: String::new(),
             reconciled_topic: "reconciled".into(),
+            view_catch_up_timeout_ms: 10_000,
             http_addr: "0.0.0.0:8080".into(),
             kafka: BTreeMap::new(),
         }
@@ -95,6 +100,12 @@ impl Config {
                 format!("must be at least twice transaction.timeout.ms ({txn_timeout_ms} ms): a dead owner's open transaction holds restores back until the broker times it out"),
             ));
         }
+        in_range(
+            "view_catch_up_timeout_ms",
+            self.view_catch_up_timeout_ms,
+            0,
+            600_000,
+        )?;
         if self.dedup_retention_secs == 0 {
             return Err(bad("dedup_retention_secs", "must be positive"));
         }

@@ -59,6 +59,8 @@ pub struct Engine {
     pub(crate) unsaved: Unsaved,
     /// Reads `reconciled` for the owned partitions (`None` without a home cluster).
     pub(crate) follower: Option<Follower>,
+    /// Owned partitions whose view is still catching up (input paused, `catch_up.rs`).
+    pub(crate) catch_up: BTreeMap<i32, crate::catch_up::CatchUp>,
 }
 
 impl Engine {
@@ -92,6 +94,7 @@ impl Engine {
             txn_id,
             unsaved: Unsaved::default(),
             follower,
+            catch_up: BTreeMap::new(),
         }
     }
 

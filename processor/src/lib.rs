@@ -11,6 +11,7 @@
 //! runtime's base), `pipeline` (the loop). Kafka plumbing, HTTP base, shutdown and CLI
 //! come from `rf-runtime`.
 
+pub mod catch_up;
 pub mod commit;
 pub mod config;
 pub mod engine;

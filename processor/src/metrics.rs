@@ -49,6 +49,8 @@ counters! {
     /// Producers re-created after a fence or another fatal producer error.
     producer_resets => ("rf_producer_resets_total", "Producers re-created after a fence or fatal error"),
     restored_records => ("rf_restore_replayed_records_total", "History records replayed by restores"),
+    /// Partitions that began admitting before their view caught up with `reconciled`.
+    view_degraded => ("rf_view_degraded_total", "Partitions admitting on their view's checkpoint: the home cluster did not list reconciled's end, or the catch-up timed out"),
 }
 
 /// Every series of one processor, in its own registry.
@@ -66,6 +68,7 @@ pub struct ProcessorMetrics {
     pub rocksdb_memory_bytes: IntGaugeVec,
     pub ready: IntGaugeVec,
     pub view_pending_events: IntGaugeVec,
+    pub view_catching_up: IntGaugeVec,
 }
 
 fn hist(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
@@ -142,13 +145,19 @@ impl ProcessorMetrics {
             ready: gauge(
                 &r,
                 "rf_ready",
-                "1 once partitions are assigned and restored, else 0",
+                "1 once partitions are assigned and restored and their views caught up, else 0",
                 &["region"],
             ),
             view_pending_events: gauge(
                 &r,
                 "rf_view_pending_events",
                 "Own events the regional view holds that reconciled does not show yet",
+                &["region"],
+            ),
+            view_catching_up: gauge(
+                &r,
+                "rf_view_catching_up_partitions",
+                "Owned partitions whose input is paused until their view reads reconciled to the end listed at assignment",
                 &["region"],
             ),
             registry: r,

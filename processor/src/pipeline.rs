@@ -127,6 +127,7 @@ pub fn run_with(
         for r in remote.iter().flatten() {
             eng.on_reconciled(r);
         }
+        eng.resume_caught_up(&consumer);
         if (eng.in_txn && eng.txn_started.elapsed() >= commit_every)
             || last_commit.elapsed() >= commit_every
         {

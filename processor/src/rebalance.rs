@@ -3,6 +3,7 @@
 //! assignment first restores each partition from history (invariant 3, `restore.rs`) and
 //! then assigns at the group's committed input offset.
 
+use crate::catch_up::reconciled_end;
 use crate::engine::Engine;
 use crate::restore::{restore_partition, Restored};
 use rdkafka::client::ClientContext;
@@ -72,6 +73,7 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = c.assign(tpl) {
                     eng.fatal = Some(e.into());
                 }
+                eng.pause_catching_up(c);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 eng.on_revoke(c, tpl);
@@ -96,20 +98,27 @@ impl Engine {
         self.set_ready(false);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let (cfg, store, txn_id, use_view) = (&self.cfg, &self.store, &self.txn_id, self.use_view);
-        let restored: Vec<Result<Restored>> = std::thread::scope(|s| {
+        // Each thread also lists the end of the partition's `reconciled` (`catch_up.rs`).
+        let restored: Vec<(Result<Restored>, Option<i64>)> = std::thread::scope(|s| {
             let handles: Vec<_> = partitions
                 .iter()
-                .map(|&p| s.spawn(move || restore_partition(cfg, store, p, txn_id, use_view)))
+                .map(|&p| {
+                    s.spawn(move || {
+                        let end = use_view.then(|| reconciled_end(cfg, p)).flatten();
+                        (restore_partition(cfg, store, p, txn_id, use_view), end)
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Store("restore thread panicked".into())))
+                    h.join().unwrap_or_else(|_| {
+                        (Err(Error::Store("restore thread panicked".into())), None)
+                    })
                 })
                 .collect()
         });
-        for (&p, r) in partitions.iter().zip(restored) {
+        for (&p, (r, end)) in partitions.iter().zip(restored) {
             let r = r?;
             if self.use_view {
                 self.stats.view.restored(
@@ -123,6 +132,9 @@ impl Engine {
                 self.follow_seen.insert(p, r.view_next - 1);
                 if let Some(f) = &mut self.follower {
                     f.follow(p, r.view_next)?;
+                    if self.cfg.view_catch_up_timeout_ms > 0 {
+                        self.begin_catch_up(p, r.view_next, end);
+                    }
                 }
             }
             self.stats.counters.restored_records.inc_by(r.replayed);
@@ -161,8 +173,12 @@ impl Engine {
             };
             tpl.set_partition_offset(&self.cfg.events_topic, p, offset)?;
         }
-        tracing::info!(?partitions, "partitions assigned and restored");
-        self.set_ready(true);
+        tracing::info!(
+            ?partitions,
+            catching_up = self.catch_up.len(),
+            "partitions assigned and restored"
+        );
+        self.set_ready(self.catch_up.is_empty());
         Ok(())
     }
 
@@ -197,11 +213,13 @@ impl Engine {
                 .remove_label_values(&[self.cfg.region.as_str(), &p.to_string()]);
             self.stats.view.revoked(p);
             self.follow_seen.remove(&p);
+            self.catch_up.remove(&p);
             if let Some(f) = &mut self.follower {
                 if let Err(e) = f.unfollow(p) {
                     tracing::warn!(partition = p, error = %e, "could not stop following reconciled");
                 }
             }
         }
+        self.update_catch_up_gauge();
     }
 }

@@ -1,7 +1,8 @@
 //! Issue 15, item 1: the regional view is checkpointed per owned partition, in the
 //! processor's store, with the `reconciled` offset it reflects. A processor restarted on
 //! its state reads only the tail of `reconciled` (counted: records its follower read), and
-//! its view then equals, key by key, the view of a processor that read all of it.
+//! its view then equals, key by key, the view of a processor that read all of it. Its
+//! partitions admit only once their views caught up (item 3): no fallback was needed.
 use rf_harness::cluster::Cluster;
 use rf_harness::workload::{generate, publish, Workload};
 use std::time::{Duration, Instant};
@@ -66,6 +67,17 @@ fn a_restarted_processor_reads_only_the_tail_of_reconciled() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let read = seen(&c, restarted);
+    // It admitted on a caught-up view: it waited for the tail, never fell back.
+    let st = &c.processors[restarted].stats;
+    assert_eq!(
+        st.counters.view_degraded.get(),
+        0,
+        "fell back to the checkpoint"
+    );
+    assert_eq!(
+        st.metrics.view_catching_up.with_label_values(&["a"]).get(),
+        0
+    );
     eprintln!(
         "reconciled: {before} records before the restart, {total} after; the restarted \
          processor read {read} of them and matched the full view {:.1} s after its start",
