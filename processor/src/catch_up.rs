@@ -60,13 +60,27 @@ impl Engine {
         self.update_catch_up_gauge();
     }
 
-    /// Pause the input of every partition still catching up (after an assignment, or a
-    /// re-adoption's seeks).
-    pub(crate) fn pause_catching_up(&self, c: &BaseConsumer<Ctx>) {
-        let tpl = self.events_partitions(self.catch_up.keys().copied());
-        if tpl.count() > 0 {
-            if let Err(e) = c.pause(&tpl) {
+    /// After an assignment (or a re-adoption's seeks) of `assigned`: pause the input of
+    /// every partition still catching up, resume the others (a partition paused when it
+    /// was revoked must not stay paused when it comes back).
+    pub(crate) fn apply_catch_up(&self, c: &BaseConsumer<Ctx>, assigned: &TopicPartitionList) {
+        let (paused, running): (Vec<i32>, Vec<i32>) = assigned
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .partition(|p| self.catch_up.contains_key(p));
+        let (paused, running) = (
+            self.events_partitions(paused.into_iter()),
+            self.events_partitions(running.into_iter()),
+        );
+        if paused.count() > 0 {
+            if let Err(e) = c.pause(&paused) {
                 tracing::warn!(error = %e, "could not pause partitions whose view is catching up");
+            }
+        }
+        if running.count() > 0 {
+            if let Err(e) = c.resume(&running) {
+                tracing::warn!(error = %e, "could not resume partitions");
             }
         }
     }
@@ -79,7 +93,9 @@ impl Engine {
         let timeout = Duration::from_millis(self.cfg.view_catch_up_timeout_ms);
         let mut done = Vec::new();
         for (&p, cu) in &self.catch_up {
-            let at = self.follow_seen.get(&p).map_or(0, |s| s + 1);
+            let read = self.follow_seen.get(&p).map_or(0, |s| s + 1);
+            let fetched = self.follower.as_ref().and_then(|f| f.position(p));
+            let at = read.max(fetched.unwrap_or(0));
             if at >= cu.end {
                 tracing::info!(partition = p, at, elapsed = ?cu.since.elapsed(), "view caught up with reconciled; admitting");
                 done.push(p);

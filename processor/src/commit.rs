@@ -239,7 +239,7 @@ impl Engine {
                 Duration::from_secs(10),
             )?;
         }
-        self.pause_catching_up(c);
+        self.apply_catch_up(c, &tpl);
         Ok(())
     }
 }

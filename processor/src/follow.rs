@@ -82,6 +82,17 @@ impl Follower {
         Ok(())
     }
 
+    /// The next offset of `partition` to read: past the last record read and past any
+    /// transaction marker after it (markers take offsets but are never delivered, so the
+    /// last record's offset alone may never reach the end a reader lists).
+    pub fn position(&self, partition: i32) -> Option<i64> {
+        let tpl = self.consumer.position().ok()?;
+        match tpl.find_partition(&self.topic, partition)?.offset() {
+            Offset::Offset(n) => Some(n),
+            _ => None,
+        }
+    }
+
     /// Up to `max` reconciled records, without blocking.
     pub fn poll(&self, max: usize) -> Vec<Remote> {
         let mut out = Vec::new();

@@ -73,7 +73,7 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = c.assign(tpl) {
                     eng.fatal = Some(e.into());
                 }
-                eng.pause_catching_up(c);
+                eng.apply_catch_up(c, tpl);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 eng.on_revoke(c, tpl);
