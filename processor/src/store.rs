@@ -130,6 +130,23 @@ fn pending_key(p: i32, key: &str, hlc: Hlc) -> Vec<u8> {
 
 const META_INSTANCE_ID: &[u8] = b"instance-id";
 
+/// A compaction filter that drops an entry whose value (a time in ms, big-endian: an id's
+/// accept time, or its reconciled HLC) is more than `retention_ms` before the wall clock.
+/// An unreadable value is kept.
+fn expire_after(
+    retention_ms: i64,
+) -> impl FnMut(u32, &[u8], &[u8]) -> rocksdb::CompactionDecision + Send + 'static {
+    move |_level, _key, value| {
+        let at_ms = value.try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
+        let now = rf_core::Clock::now_ms(&rf_core::SystemClock);
+        if now.saturating_sub(at_ms) > retention_ms {
+            rocksdb::CompactionDecision::Remove
+        } else {
+            rocksdb::CompactionDecision::Keep
+        }
+    }
+}
+
 /// The meta key of a partition's view offset.
 fn view_next_key(p: i32) -> [u8; 5] {
     let b = p.to_be_bytes();
@@ -179,15 +196,7 @@ impl RocksStore {
         // So do state lookups of keys first seen (1M keys: most of a backlog).
         state_opts.set_block_based_table_factory(&bbo);
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        dedup_opts.set_compaction_filter("rf-dedup-retention", move |_level, _key, value| {
-            let accepted_ms = value.try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
-            let now = rf_core::Clock::now_ms(&rf_core::SystemClock);
-            if now.saturating_sub(accepted_ms) > retention_ms {
-                rocksdb::CompactionDecision::Remove
-            } else {
-                rocksdb::CompactionDecision::Keep
-            }
-        });
+        dedup_opts.set_compaction_filter("rf-dedup-retention", expire_after(retention_ms));
         // The view's ids: lookups that mostly miss (bloom filters), expired by the HLC of
         // the reconciled record once past the duplicate window (the reconciler's window:
         // a later copy is no duplicate there either).
@@ -195,15 +204,7 @@ impl RocksStore {
         memtable_bloom(&mut view_ids_opts);
         view_ids_opts.set_write_buffer_size(MEMTABLE_BUDGET_BYTES / 8);
         view_ids_opts.set_block_based_table_factory(&bbo);
-        view_ids_opts.set_compaction_filter("rf-view-id-retention", move |_level, _key, value| {
-            let hlc_ms = value.try_into().map(i64::from_be_bytes).unwrap_or(i64::MAX);
-            let now = rf_core::Clock::now_ms(&rf_core::SystemClock);
-            if now.saturating_sub(hlc_ms) > retention_ms {
-                rocksdb::CompactionDecision::Remove
-            } else {
-                rocksdb::CompactionDecision::Keep
-            }
-        });
+        view_ids_opts.set_compaction_filter("rf-view-id-retention", expire_after(retention_ms));
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_STATE, state_opts),
             ColumnFamilyDescriptor::new(CF_DEDUP, dedup_opts),
