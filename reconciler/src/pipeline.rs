@@ -70,10 +70,7 @@ pub fn run_with(
                     backoff = Duration::from_millis(500);
                 }
                 tracing::warn!(error = %e, ?backoff, "reconciler failed; re-adopting its output and continuing");
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !shutdown.is_triggered() {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                shutdown.sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => return Err(e),

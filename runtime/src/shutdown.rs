@@ -17,6 +17,16 @@ impl Shutdown {
         self.0.load(Ordering::SeqCst)
     }
 
+    /// Sleep for `d`, or less if triggered meanwhile (a backoff that shutdown cuts short).
+    /// Returns whether it was triggered.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let until = std::time::Instant::now() + d;
+        while std::time::Instant::now() < until && !self.is_triggered() {
+            std::thread::sleep(Duration::from_millis(50).min(d));
+        }
+        self.is_triggered()
+    }
+
     /// Resolves once triggered (for async code: the HTTP server, streams).
     pub async fn wait(&self) {
         while !self.is_triggered() {

@@ -53,10 +53,7 @@ pub fn wait_for_cluster(
             );
             last_log = Some(Instant::now());
         }
-        let until = Instant::now() + backoff;
-        while Instant::now() < until && !shutdown.is_triggered() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        shutdown.sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
