@@ -140,33 +140,50 @@ fn processor_store_kb(cfg: &rf_processor::Config) -> u64 {
         / 1024
 }
 
-/// Live input: `rate` events per second in chunks every 100 ms until `stop`, counted in `sent`.
-fn live_input(
-    bootstraps: Vec<String>,
-    keys: usize,
-    first_id: usize,
-    rate: f64,
+/// Live input: `rate` events per second, in chunks every 100 ms, until `stop`.
+struct LiveInput {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
-) -> std::thread::JoinHandle<Result<(), String>> {
-    std::thread::spawn(move || {
-        let p = Publisher::new(&bootstraps)?;
-        let started = Instant::now();
-        let mut next = 0usize;
-        while !stop.load(Ordering::SeqCst) {
-            let due = (started.elapsed().as_secs_f64() * rate) as usize;
-            if due > next {
-                p.send(
-                    &counter_events(first_id + next, first_id + due, keys, 2),
-                    |_| {},
-                );
-                next = due;
-                sent.store(next, Ordering::SeqCst);
+    thread: std::thread::JoinHandle<Result<(), String>>,
+}
+
+impl LiveInput {
+    /// Start sending counter events with ids from `first_id` on.
+    fn start(bootstraps: Vec<String>, keys: usize, first_id: usize, rate: f64) -> LiveInput {
+        let (stop, sent) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (s, n) = (stop.clone(), sent.clone());
+        let thread = std::thread::spawn(move || {
+            let p = Publisher::new(&bootstraps)?;
+            let started = Instant::now();
+            let mut next = 0usize;
+            while !s.load(Ordering::SeqCst) {
+                let due = (started.elapsed().as_secs_f64() * rate) as usize;
+                if due > next {
+                    p.send(
+                        &counter_events(first_id + next, first_id + due, keys, 2),
+                        |_| {},
+                    );
+                    next = due;
+                    n.store(next, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        p.flush().map(|_| ())
-    })
+            p.flush().map(|_| ())
+        });
+        LiveInput { stop, sent, thread }
+    }
+
+    /// Stop, flush, and say how many events were sent.
+    fn stop(self) -> Result<usize, String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .join()
+            .map_err(|_| "live input panicked".to_string())??;
+        Ok(self.sent.load(Ordering::SeqCst))
+    }
 }
 
 /// Reconciled so far by the running child (its own counter: it starts at 0 per process).
@@ -235,25 +252,10 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
         // reconciler has the backlog and every live event (the input stops once the backlog
         // is through, so the end is known).
         let t = Instant::now();
-        let (stop, sent) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let input = live_input(
-            c.bootstraps(),
-            keys,
-            next_id,
-            live_rate,
-            stop.clone(),
-            sent.clone(),
-        );
+        let input = LiveInput::start(c.bootstraps(), keys, next_id, live_rate);
         let backlog = wait_reconciled(&mut r, port, recs.len() as u64, Duration::from_secs(600));
-        stop.store(true, Ordering::SeqCst);
-        input
-            .join()
-            .map_err(|_| "live input panicked".to_string())??;
+        let live = input.stop()?;
         backlog?;
-        let live = sent.load(Ordering::SeqCst);
         next_id += live;
         wait_reconciled(
             &mut r,
@@ -289,24 +291,9 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
         let restart_secs = t.elapsed().as_secs_f64();
         // Steady state: the restarted reconciler under the live input for a few seconds
         // (no backlog), then its resident memory.
-        let (stop, sent) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let input = live_input(
-            c.bootstraps(),
-            keys,
-            next_id,
-            live_rate,
-            stop.clone(),
-            sent.clone(),
-        );
+        let input = LiveInput::start(c.bootstraps(), keys, next_id, live_rate);
         std::thread::sleep(STEADY);
-        stop.store(true, Ordering::SeqCst);
-        input
-            .join()
-            .map_err(|_| "live input panicked".to_string())??;
-        let steady = sent.load(Ordering::SeqCst);
+        let steady = input.stop()?;
         next_id += steady;
         wait_reconciled(&mut r, port, 1 + steady as u64, Duration::from_secs(120))?;
         let steady_rss = rss_kb(r.pid());
