@@ -244,9 +244,18 @@ impl RocksStore {
 
     /// Every (key, state) of one partition, for checks and queries.
     pub fn states(&self, partition: i32) -> Result<Vec<(String, AggState)>> {
+        self.partition_json(CF_STATE, partition)
+    }
+
+    /// Every (key, JSON value) of one partition in a column family keyed by `pkey`.
+    fn partition_json<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: &str,
+        partition: i32,
+    ) -> Result<Vec<(String, T)>> {
         let prefix = partition.to_be_bytes();
         let mut out = Vec::new();
-        for item in self.db.prefix_iterator_cf(self.cf(CF_STATE), prefix) {
+        for item in self.db.prefix_iterator_cf(self.cf(cf), prefix) {
             let (k, v) = item.map_err(store_err)?;
             if !k.starts_with(&prefix) {
                 break;
@@ -385,17 +394,7 @@ impl StateStore for RocksStore {
             .map_err(store_err)?
             .and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes))
             .unwrap_or(0);
-        let prefix = partition.to_be_bytes();
-        let mut out = Vec::new();
-        for item in self.db.prefix_iterator_cf(self.cf(CF_VIEW), prefix) {
-            let (k, v) = item.map_err(store_err)?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let key = String::from_utf8(k[4..].to_vec()).map_err(store_err)?;
-            out.push((key, serde_json::from_slice(&v).map_err(store_err)?));
-        }
-        Ok((next, out))
+        Ok((next, self.partition_json(CF_VIEW, partition)?))
     }
 
     fn pending(&self, partition: i32) -> Result<Vec<Event>> {

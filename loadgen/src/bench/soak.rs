@@ -97,17 +97,20 @@ fn counter_events(from: usize, to: usize, keys: usize, regions: usize) -> Vec<Ou
 /// The checkpoint store's memory as the child reports it, kB.
 fn store_kb(port: u16) -> u64 {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    memory_kb(addr, |p| {
+        format!("rf_reconciler_store_memory_bytes{{part=\"{p}\"}}")
+    })
+}
+
+/// A store's memory gauges at `addr`'s `/metrics`, summed over its parts, kB (0 if it
+/// does not answer); `series` names the sample of one part.
+fn memory_kb(addr: std::net::SocketAddr, series: impl Fn(&str) -> String) -> u64 {
     let Ok((_, m)) = get(addr, "/metrics") else {
         return 0;
     };
     ["memtables", "table_readers", "block_cache"]
         .iter()
-        .filter_map(|p| {
-            sample(
-                &m,
-                &format!("rf_reconciler_store_memory_bytes{{part=\"{p}\"}}"),
-            )
-        })
+        .filter_map(|p| sample(&m, &series(p)))
         .sum::<f64>() as u64
         / 1024
 }
@@ -122,22 +125,12 @@ fn processor_store_kb(cfg: &rf_processor::Config) -> u64 {
     let Ok(addr) = cfg.http_addr.parse::<std::net::SocketAddr>() else {
         return 0;
     };
-    let Ok((_, m)) = get(addr, "/metrics") else {
-        return 0;
-    };
-    ["memtables", "table_readers", "block_cache"]
-        .iter()
-        .filter_map(|p| {
-            sample(
-                &m,
-                &format!(
-                    "rf_rocksdb_memory_bytes{{part=\"{p}\",region=\"{}\"}}",
-                    cfg.region
-                ),
-            )
-        })
-        .sum::<f64>() as u64
-        / 1024
+    memory_kb(addr, |p| {
+        format!(
+            "rf_rocksdb_memory_bytes{{part=\"{p}\",region=\"{}\"}}",
+            cfg.region
+        )
+    })
 }
 
 /// Live input: `rate` events per second, in chunks every 100 ms, until `stop`.
