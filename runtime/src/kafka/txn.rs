@@ -80,23 +80,16 @@ pub fn transactional_producer(
 /// flushes in 100 ms slices; see DESIGN.md, broker facts.) Returns the delivered offsets.
 pub fn commit_drained(p: &TxnProducer, timeout: Duration) -> Result<Delivered> {
     let deadline = Instant::now() + timeout;
-    while p.in_flight_count() > 0 {
-        p.poll(Duration::from_millis(1));
-        if Instant::now() > deadline {
-            return Err(Error::Aborted(
-                "delivery reports did not drain in time".into(),
-            ));
-        }
+    if !drain(p, deadline) {
+        return Err(Error::Aborted(
+            "delivery reports did not drain in time".into(),
+        ));
     }
     let delivered = std::mem::take(&mut *p.context().state.lock().expect("delivery lock"));
     if !delivered.errors.is_empty() {
         return Err(Error::Aborted(delivered.errors.join("; ")));
     }
-    p.commit_transaction(
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1)),
-    )?;
+    p.commit_transaction(remaining(deadline))?;
     Ok(delivered)
 }
 
@@ -133,14 +126,27 @@ pub fn abort(p: &TxnProducer) -> Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     p.purge(PurgeConfig::default().queue());
-    while p.in_flight_count() > 0 && Instant::now() < deadline {
-        p.poll(Duration::from_millis(1));
-    }
-    let r = p.abort_transaction(
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1)),
-    );
+    drain(p, deadline);
+    let r = p.abort_transaction(remaining(deadline));
     std::mem::take(&mut *p.context().state.lock().expect("delivery lock"));
     r.map_err(Error::from)
+}
+
+/// Serve delivery reports with short polls until none is in flight or `deadline`; whether
+/// they drained.
+fn drain(p: &TxnProducer, deadline: Instant) -> bool {
+    while p.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        p.poll(Duration::from_millis(1));
+    }
+    true
+}
+
+/// What is left until `deadline` for a transaction call, at least a second.
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1))
 }
