@@ -10,11 +10,14 @@
 //! watermark has passed, so by then our event was released or dropped as a cross-region
 //! duplicate; nothing of ours below that point can still be missing.
 //!
-//! Every step is O(log n) in the key's size and in its pending events (a hot SKU during a
-//! long cut holds tens of thousands): settling pops a prefix of the pending events and one
-//! by id; inventory admission reads a cached view of the key, reduced to the orders the
-//! pending events name, kept up to date as own events are accepted and rebuilt once after
-//! `reconciled` changes the key.
+//! Memory is bounded by the keys, not by the pending events: a long cut of the home
+//! cluster makes every event the region accepts pending, so the events themselves live in
+//! a `PendingLog` (the processor's store) once taken for a store batch, and memory keeps
+//! only those accepted since (one commit interval) and one `PendingKey` per key. Settling
+//! pops a prefix of a key's pending events in HLC order (one store seek each) and one by
+//! id; inventory admission reads a cached view of the key, reduced to the orders the
+//! pending events name, kept up to date as own events are accepted and rebuilt once (one
+//! scan of the key's pending events) after `reconciled` changes the key.
 
 use crate::aggregate::{apply_admitted, apply_reconciled, Orders};
 use crate::{AggState, Family, OrderKey};
@@ -42,12 +45,37 @@ pub trait SeenIds: Send {
     fn seen(&self, key: &str, event_id: &str) -> bool;
 }
 
-/// Own accepted events of one key not yet reconciled.
+/// Pending own events taken for the store (`take_pending`), where the view does not hold
+/// them: the processor's store; nothing in tests (then the view keeps them all). Written
+/// before the next lookup, deleted as they settle.
+pub trait PendingLog: Send {
+    /// Up to `limit` persisted pending events of `key` in HLC order, after `after` (from
+    /// the first when `None`).
+    fn scan(&self, partition: i32, key: &str, after: Option<Hlc>, limit: usize) -> Vec<Event>;
+    /// The HLC of the persisted pending event `event_id` of `key`, if there is one.
+    fn find(&self, partition: i32, key: &str, event_id: &str) -> Option<Hlc>;
+}
+
+/// What memory keeps of one key's pending own events, wherever the events are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingKey {
+    pub partition: i32,
+    pub count: u64,
+    /// The first in HLC order, with its id (for the reconciled order), and the last.
+    pub first: (Hlc, String),
+    pub last: Hlc,
+}
+
+/// Own accepted events of one key not yet taken for the store.
 #[derive(Debug, Default)]
 struct Pending {
     by_hlc: BTreeMap<Hlc, Event>,
     by_id: HashMap<String, Hlc>,
 }
+
+/// Pending own events to write to the store and to delete from it, with the next batch:
+/// puts as (partition, event), deletes as (partition, key, hlc, event_id).
+pub type TakenPending = (Vec<(i32, Event)>, Vec<(i32, String, Hlc, String)>);
 
 /// The view of one inventory key for admission: `state` is the reconciled state reduced to
 /// the orders in `named` (every order a pending event names, and every order probed since),
@@ -65,6 +93,9 @@ fn order_of(op: &Op) -> Option<&String> {
     }
 }
 
+/// Persisted events read per store scan while looking for the first one not settled.
+const SCAN_CHUNK: usize = 64;
+
 #[derive(Debug, Default)]
 pub struct RegionalView {
     region: String,
@@ -73,10 +104,15 @@ pub struct RegionalView {
     replica: HashMap<String, (i32, Replica)>,
     /// Keys whose replica changed since the last `take_replicas`.
     dirty: HashSet<String>,
-    /// Own accepted events not yet reconciled, per key, in HLC order.
-    pending: HashMap<String, Pending>,
-    /// The input partition each pending key belongs to.
-    partition_of: HashMap<String, i32>,
+    /// Per key with pending own events: where, how many, first and last.
+    pending: HashMap<String, PendingKey>,
+    /// Own events accepted since the last `take_pending` (all of them without a log).
+    recent: HashMap<String, Pending>,
+    /// Persisted pending events settled since the last `take_pending` (hidden from the
+    /// log's answers until the deletes are written), and the deletes.
+    removed: HashSet<(String, Hlc)>,
+    unsaved_del: Vec<(i32, String, Hlc, String)>,
+    pending_log: Option<Box<dyn PendingLog>>,
     /// Inventory keys' admission views (dropped when `reconciled` changes the key).
     admission: HashMap<String, Admission>,
     /// Other regions' reconciled ids since the last `take_seen_ids` (all of them without a
@@ -91,6 +127,12 @@ pub struct RegionalView {
 impl std::fmt::Debug for dyn SeenIds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SeenIds(store)")
+    }
+}
+
+impl std::fmt::Debug for dyn PendingLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingLog(store)")
     }
 }
 
@@ -109,6 +151,13 @@ impl RegionalView {
         self
     }
 
+    /// Keep pending own events in `log` once taken (`take_pending`), instead of in memory:
+    /// memory then holds only those accepted since the last take, and one entry per key.
+    pub fn with_pending_log(mut self, log: Box<dyn PendingLog>) -> Self {
+        self.pending_log = Some(log);
+        self
+    }
+
     /// Other regions' reconciled ids since the last call, as (key, event_id, HLC ms), for
     /// the store; with a backing, the view forgets them (the store answers from now on, so
     /// they must be written before the next lookup).
@@ -117,6 +166,24 @@ impl RegionalView {
             self.recent_ids.clear();
         }
         std::mem::take(&mut self.unsaved_ids)
+    }
+
+    /// Pending own events accepted and settled since the last call, for the store; with a
+    /// log, the view forgets the accepted ones (the log answers from now on, so they must
+    /// be written before the next lookup). Without one, nothing is put.
+    pub fn take_pending(&mut self) -> TakenPending {
+        let dels = std::mem::take(&mut self.unsaved_del);
+        self.removed.clear();
+        if self.pending_log.is_none() {
+            return (Vec::new(), dels);
+        }
+        let mut puts = Vec::new();
+        for (key, p) in self.recent.drain() {
+            let partition = self.pending.get(&key).map_or(0, |s| s.partition);
+            puts.extend(p.by_hlc.into_values().map(|e| (partition, e)));
+        }
+        puts.sort_by(|a, b| (a.0, &a.1.key, a.1.hlc).cmp(&(b.0, &b.1.key, b.1.hlc)));
+        (puts, dels)
     }
 
     /// Whether an own event of `key` is settled: at or below the key's reconciled frontier,
@@ -144,14 +211,37 @@ impl RegionalView {
         if self.settles(&ev.key, &own) {
             return false;
         }
-        let replica = self.replica.get(&ev.key).map(|(_, r)| r);
-        let p = self.pending.entry(ev.key.clone()).or_default();
-        let newest = p.by_hlc.last_key_value().is_none_or(|(h, _)| *h < hlc);
-        p.by_hlc.insert(hlc, ev.clone());
+        let p = self.recent.entry(ev.key.clone()).or_default();
+        if p.by_hlc.insert(hlc, ev.clone()).is_some() {
+            return true;
+        }
         p.by_id.insert(ev.event_id.clone(), hlc);
-        self.partition_of.insert(ev.key.clone(), partition);
+        let newest = match self.pending.get_mut(&ev.key) {
+            Some(s) => {
+                s.count += 1;
+                if hlc < s.first.0 {
+                    s.first = (hlc, ev.event_id.clone());
+                }
+                let newest = s.last < hlc;
+                s.last = s.last.max(hlc);
+                newest
+            }
+            None => {
+                self.pending.insert(
+                    ev.key.clone(),
+                    PendingKey {
+                        partition,
+                        count: 1,
+                        first: (hlc, ev.event_id.clone()),
+                        last: hlc,
+                    },
+                );
+                true
+            }
+        };
         // The admission view follows an event appended in HLC order; anything else
         // (a restore reloading events) rebuilds it.
+        let replica = self.replica.get(&ev.key).map(|(_, r)| r);
         match self.admission.get_mut(&ev.key) {
             Some(a) if newest => {
                 if let Some(o) = order_of(&ev.op) {
@@ -167,11 +257,117 @@ impl RegionalView {
         true
     }
 
+    /// The pending own events of `key` in HLC order, wherever they are.
+    fn events_of(&self, key: &str) -> Vec<Event> {
+        let Some(s) = self.pending.get(key) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Event> = match &self.pending_log {
+            Some(log) => log
+                .scan(s.partition, key, None, usize::MAX)
+                .into_iter()
+                .filter(|e| {
+                    !self
+                        .removed
+                        .contains(&(key.to_owned(), e.hlc.unwrap_or_default()))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        out.extend(
+            self.recent
+                .get(key)
+                .into_iter()
+                .flat_map(|p| p.by_hlc.values().cloned()),
+        );
+        out.sort_by_key(|e| e.hlc);
+        out
+    }
+
+    /// The first pending own event of `key` in HLC order, as (hlc, event_id).
+    fn first_of(&self, key: &str, partition: i32) -> Option<(Hlc, String)> {
+        let in_memory = self
+            .recent
+            .get(key)
+            .and_then(|p| p.by_hlc.first_key_value())
+            .map(|(h, e)| (*h, e.event_id.clone()));
+        let mut persisted = None;
+        if let Some(log) = &self.pending_log {
+            let mut after = None;
+            'scan: loop {
+                let chunk = log.scan(partition, key, after, SCAN_CHUNK);
+                for e in &chunk {
+                    let h = e.hlc.unwrap_or_default();
+                    if !self.removed.contains(&(key.to_owned(), h)) {
+                        persisted = Some((h, e.event_id.clone()));
+                        break 'scan;
+                    }
+                    after = Some(h);
+                }
+                if chunk.len() < SCAN_CHUNK {
+                    break;
+                }
+            }
+        }
+        match (in_memory, persisted) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The HLC of the pending own event `event_id` of `key`, if it is pending.
+    fn pending_hlc_of(&self, key: &str, partition: i32, event_id: &str) -> Option<Hlc> {
+        if let Some(h) = self.recent.get(key).and_then(|p| p.by_id.get(event_id)) {
+            return Some(*h);
+        }
+        let h = self.pending_log.as_ref()?.find(partition, key, event_id)?;
+        (!self.removed.contains(&(key.to_owned(), h))).then_some(h)
+    }
+
+    /// Settle one pending own event: out of memory, or deleted from the store with the next
+    /// batch (and hidden until then).
+    fn settle(&mut self, key: &str, hlc: Hlc, event_id: &str) {
+        let Some(s) = self.pending.get_mut(key) else {
+            return;
+        };
+        let partition = s.partition;
+        s.count = s.count.saturating_sub(1);
+        let was_first = s.first.0 == hlc;
+        let empty = s.count == 0;
+        let in_memory = self
+            .recent
+            .get_mut(key)
+            .is_some_and(|p| p.by_hlc.remove(&hlc).is_some());
+        if in_memory {
+            let p = self.recent.get_mut(key).expect("checked");
+            p.by_id.remove(event_id);
+            if p.by_hlc.is_empty() {
+                self.recent.remove(key);
+            }
+        }
+        if !in_memory {
+            self.removed.insert((key.to_owned(), hlc));
+            self.unsaved_del
+                .push((partition, key.to_owned(), hlc, event_id.to_owned()));
+        }
+        if empty {
+            self.pending.remove(key);
+            self.recent.remove(key);
+        } else if was_first {
+            match self.first_of(key, partition) {
+                Some(f) => self.pending.get_mut(key).expect("checked").first = f,
+                None => {
+                    self.pending.remove(key);
+                }
+            }
+        }
+    }
+
     /// One record read back from `reconciled`, in the topic's order. The key's state is
     /// the fold of its records' events by outcome (`state_json` is bounded and does not
     /// carry it all); a record at or below the key's frontier was folded already (a re-read)
-    /// and changes nothing. Returns the own events it settled, as (key, hlc), so their
-    /// persisted copies can be deleted.
+    /// and changes nothing. Returns the own events it settled, as (key, hlc); their
+    /// persisted copies are deleted with the next `take_pending`.
     pub fn reconciled(&mut self, partition: i32, rec: &ReconciledEvent) -> Vec<(String, Hlc)> {
         self.reconciled_seen += 1;
         let ev = &rec.event;
@@ -200,31 +396,24 @@ impl RegionalView {
         }
         self.admission.remove(&ev.key);
         let mut settled = Vec::new();
-        let Some(p) = self.pending.get_mut(&ev.key) else {
+        let Some(pk) = self.pending.get(&ev.key).map(|s| s.partition) else {
             return settled;
         };
-        // Our copy of this very event (whatever region's copy was kept), then every own
-        // event at or below the new frontier: a prefix in HLC order.
-        if let Some(h) = p.by_id.remove(&ev.event_id) {
-            p.by_hlc.remove(&h);
-            settled.push((ev.key.clone(), h));
+        // Another region's copy of one of our events (a failover duplicate): by id. Our own
+        // copy is the prefix below.
+        if order.region != self.region {
+            if let Some(h) = self.pending_hlc_of(&ev.key, pk, &ev.event_id) {
+                self.settle(&ev.key, h, &ev.event_id);
+                settled.push((ev.key.clone(), h));
+            }
         }
-        while let Some(entry) = p.by_hlc.first_entry() {
-            let own = OrderKey::new(
-                *entry.key(),
-                self.region.clone(),
-                entry.get().event_id.clone(),
-            );
-            if own > order {
+        // Then every own event at or below the new frontier: a prefix in HLC order.
+        while let Some((h, id)) = self.pending.get(&ev.key).map(|s| s.first.clone()) {
+            if OrderKey::new(h, self.region.clone(), id.clone()) > order {
                 break;
             }
-            let (h, e) = entry.remove_entry();
-            p.by_id.remove(&e.event_id);
+            self.settle(&ev.key, h, &id);
             settled.push((ev.key.clone(), h));
-        }
-        if p.by_hlc.is_empty() {
-            self.pending.remove(&ev.key);
-            self.partition_of.remove(&ev.key);
         }
         settled
     }
@@ -233,13 +422,8 @@ impl RegionalView {
     /// A copy of the whole state (for queries; admission uses `admission_view`).
     pub fn view(&self, key: &str) -> Option<AggState> {
         let mut state = self.replica.get(key).and_then(|(_, r)| r.state.clone());
-        for ev in self
-            .pending
-            .get(key)
-            .into_iter()
-            .flat_map(|p| p.by_hlc.values())
-        {
-            let _ = apply_admitted(&mut state, ev);
+        for ev in self.events_of(key) {
+            let _ = apply_admitted(&mut state, &ev);
         }
         state
     }
@@ -253,12 +437,13 @@ impl RegionalView {
         if Family::of(op) != Some(Family::Inventory) {
             return self.view(key);
         }
+        if !self.admission.contains_key(key) {
+            let reconciled = self.replica.get(key).and_then(|(_, r)| r.state.as_ref());
+            let built = build_admission(reconciled, &self.events_of(key));
+            self.admission.insert(key.to_owned(), built);
+        }
         let reconciled = self.replica.get(key).and_then(|(_, r)| r.state.as_ref());
-        let pending = self.pending.get(key);
-        let a = self
-            .admission
-            .entry(key.to_owned())
-            .or_insert_with(|| build_admission(reconciled, pending));
+        let a = self.admission.get_mut(key).expect("inserted above");
         let order = order_of(op);
         if let Some(o) = order {
             name_order(a, reconciled, o);
@@ -310,9 +495,19 @@ impl RegionalView {
         }
     }
 
+    /// Load one partition's persisted pending own events, as the log's summary per key
+    /// (the events stay in the log; written with the replicas they match, so none is
+    /// settled by them).
+    pub fn load_pending(&mut self, keys: Vec<(String, PendingKey)>) {
+        for (k, s) in keys {
+            self.admission.remove(&k);
+            self.pending.insert(k, s);
+        }
+    }
+
     /// Own events not yet reconciled, over all keys.
-    pub fn pending_count(&self) -> usize {
-        self.pending.values().map(|p| p.by_hlc.len()).sum()
+    pub fn pending_count(&self) -> u64 {
+        self.pending.values().map(|p| p.count).sum()
     }
 
     /// Every key the view knows (reconciled or pending).
@@ -328,11 +523,11 @@ impl RegionalView {
         k
     }
 
-    /// Forget the pending events of one input partition (revoked, or about to be
-    /// reloaded from the store and history).
+    /// Forget one input partition: its replicas and pending own events (revoked, or
+    /// about to be reloaded from the store and history). What was not taken for the store
+    /// yet is dropped: the store has the partition as of its last batch, and the follower
+    /// re-reads `reconciled` from that checkpoint.
     pub fn forget_partition(&mut self, partition: i32) {
-        // Its replicas too: the store has them as of its checkpoint, and whatever changed
-        // since is re-read from there (`load_partition`).
         self.replica.retain(|k, (p, _)| {
             let keep = *p != partition;
             if !keep {
@@ -340,23 +535,32 @@ impl RegionalView {
             }
             keep
         });
-        let keys: Vec<String> = self
-            .partition_of
+        let keys: HashSet<String> = self
+            .pending
             .iter()
-            .filter(|(_, p)| **p == partition)
+            .filter(|(_, s)| s.partition == partition)
             .map(|(k, _)| k.clone())
             .collect();
-        for k in keys {
-            self.pending.remove(&k);
-            self.partition_of.remove(&k);
-            self.admission.remove(&k);
+        for k in &keys {
+            self.pending.remove(k);
+            self.recent.remove(k);
+            self.admission.remove(k);
         }
+        // Its deletes not written yet: the store still has those events, and re-reading
+        // `reconciled` from the checkpoint settles them again.
+        let removed = &mut self.removed;
+        self.unsaved_del.retain(|(p, k, h, _)| {
+            let keep = *p != partition;
+            if !keep {
+                removed.remove(&(k.clone(), *h));
+            }
+            keep
+        });
     }
 }
 
 /// The admission view of a key from its reconciled state and pending events.
-fn build_admission(reconciled: Option<&AggState>, pending: Option<&Pending>) -> Admission {
-    let events = || pending.into_iter().flat_map(|p| p.by_hlc.values());
+fn build_admission(reconciled: Option<&AggState>, pending: &[Event]) -> Admission {
     let mut a = Admission {
         state: match reconciled {
             Some(AggState::Inventory { available, .. }) => Some(AggState::Inventory {
@@ -367,12 +571,12 @@ fn build_admission(reconciled: Option<&AggState>, pending: Option<&Pending>) -> 
         },
         named: HashSet::new(),
     };
-    for ev in events() {
+    for ev in pending {
         if let Some(o) = order_of(&ev.op) {
             name_order(&mut a, reconciled, o);
         }
     }
-    for ev in events() {
+    for ev in pending {
         let _ = apply_admitted(&mut a.state, ev);
     }
     a
@@ -568,7 +772,152 @@ mod tests {
         assert_eq!(available(v.view("item")), 7);
     }
 
+    /// The store, as a test sees it: pending events by (partition, key, hlc).
+    #[derive(Clone, Default)]
+    struct MemLog(std::sync::Arc<std::sync::Mutex<Stored>>);
+    type Stored = BTreeMap<(i32, String, Hlc), Event>;
+    impl MemLog {
+        fn write(&self, (puts, dels): TakenPending) {
+            let mut m = self.0.lock().unwrap();
+            for (p, e) in puts {
+                m.insert((p, e.key.clone(), e.hlc.unwrap()), e);
+            }
+            for (p, k, h, _) in dels {
+                assert!(m.remove(&(p, k, h)).is_some(), "a delete of a stored event");
+            }
+        }
+        fn len(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+    impl PendingLog for MemLog {
+        fn scan(&self, partition: i32, key: &str, after: Option<Hlc>, limit: usize) -> Vec<Event> {
+            let m = self.0.lock().unwrap();
+            m.iter()
+                .filter(|((p, k, h), _)| {
+                    *p == partition && k == key && after.is_none_or(|a| *h > a)
+                })
+                .take(limit)
+                .map(|(_, e)| e.clone())
+                .collect()
+        }
+        fn find(&self, partition: i32, key: &str, event_id: &str) -> Option<Hlc> {
+            let m = self.0.lock().unwrap();
+            m.iter()
+                .find(|((p, k, _), e)| *p == partition && k == key && e.event_id == event_id)
+                .map(|((_, _, h), _)| *h)
+        }
+    }
+
+    /// With a log, taken pending events leave memory; settling by prefix and by id deletes
+    /// them from the log, and a reload from the log's summary gives the same view.
+    #[test]
+    fn taken_pending_events_live_in_the_log() {
+        let log = MemLog::default();
+        let mut v = RegionalView::new("a").with_pending_log(Box::new(log.clone()));
+        for i in 0..100 {
+            assert!(v.accepted(
+                2,
+                &ev("a", &format!("p{i}"), 100 + i, Op::StockAdd { qty: 1 })
+            ));
+        }
+        log.write(v.take_pending());
+        assert_eq!(log.len(), 100);
+        assert!(v.recent.is_empty(), "taken events leave memory");
+        assert_eq!(v.pending_count(), 100);
+        assert_eq!(available(v.view("item")), 100);
+        // Another region's copy of p50 (a failover duplicate) settles ours by id; our own
+        // reconciled p0..p9 settle the prefix.
+        let mut st = None;
+        let theirs = ev("b", "p50", 20, Op::StockAdd { qty: 1 });
+        apply_admitted(&mut st, &theirs).unwrap();
+        v.reconciled(2, &rec(theirs, st.as_ref().unwrap()));
+        for i in 0..10 {
+            let e = ev("a", &format!("p{i}"), 100 + i, Op::StockAdd { qty: 1 });
+            apply_admitted(&mut st, &e).unwrap();
+            v.reconciled(2, &rec(e, st.as_ref().unwrap()));
+        }
+        assert_eq!(v.pending_count(), 89);
+        // Not written yet: the log's answers hide the settled ones.
+        assert_eq!(available(v.view("item")), 100);
+        log.write(v.take_pending());
+        assert_eq!(log.len(), 89);
+        assert_eq!(available(v.view("item")), 100);
+        // A reload (a restore) from the log's summary and the checkpoint.
+        let replicas: Vec<_> = v
+            .take_replicas()
+            .into_iter()
+            .map(|(_, k, r)| (k, r))
+            .collect();
+        let summary = v.pending.clone();
+        v.forget_partition(2);
+        assert_eq!(v.pending_count(), 0);
+        v.load_partition(2, replicas);
+        v.load_pending(summary.into_iter().collect());
+        assert_eq!(available(v.view("item")), 100);
+        assert_eq!(v.pending_count(), 89);
+    }
+
     proptest::proptest! {
+        /// A view whose pending events live in a log (taken at random points) decides and
+        /// shows the same as one that holds them all in memory.
+        #[test]
+        fn a_view_over_a_log_equals_one_in_memory(
+            steps in proptest::collection::vec((0u8..4, 0u8..8, 1i64..5, 0u8..3), 0..80),
+        ) {
+            let op = |o: u8, q: i64, kind: u8| match kind {
+                0 => Op::StockAdd { qty: q },
+                1 => Op::Reserve { order_id: format!("o{o}"), qty: q },
+                _ => Op::Release { order_id: format!("o{o}") },
+            };
+            let log = MemLog::default();
+            let mut mem = RegionalView::new("a");
+            let mut logged = RegionalView::new("a").with_pending_log(Box::new(log.clone()));
+            let mut st = None;
+            let mut mine: Vec<Event> = Vec::new();
+            let mut t = 10;
+            for (i, (step, o, q, kind)) in steps.into_iter().enumerate() {
+                t += 1;
+                match step {
+                    0 => {
+                        // Another region's event, or one of ours (in HLC order) reconciled.
+                        let e = if o < 3 && !mine.is_empty() {
+                            mine.remove(0)
+                        } else if o == 3 && !mine.is_empty() {
+                            // Another region's copy of one of ours, kept instead of it.
+                            let m = mine.remove(mine.len() / 2);
+                            let mut e = m.clone();
+                            e.region = Some("b".into());
+                            e.hlc = Some(Hlc::new(t, 0));
+                            e
+                        } else {
+                            ev("b", &format!("r{i}"), t, op(o, q, kind))
+                        };
+                        let outcome = match crate::aggregate::apply(&mut st, &e) {
+                            Ok(crate::Applied::Applied) => Outcome::Applied,
+                            _ => Outcome::Revoked,
+                        };
+                        let r = ReconciledEvent { event: e, outcome, reason: None, state_json: String::new() };
+                        proptest::prop_assert_eq!(mem.reconciled(0, &r), logged.reconciled(0, &r));
+                    }
+                    1 => {
+                        let e = ev("a", &format!("p{i}"), t, op(o, q, kind));
+                        proptest::prop_assert_eq!(mem.accepted(0, &e), logged.accepted(0, &e));
+                        mine.push(e);
+                    }
+                    2 => log.write(logged.take_pending()),
+                    _ => {
+                        let probe = ev("a", "q", t, op(o, q, kind));
+                        let a = crate::aggregate::apply(&mut mem.admission_view("item", &probe.op), &probe);
+                        let b = crate::aggregate::apply(&mut logged.admission_view("item", &probe.op), &probe);
+                        proptest::prop_assert_eq!(a, b);
+                    }
+                }
+                proptest::prop_assert_eq!(mem.view("item"), logged.view("item"));
+                proptest::prop_assert_eq!(mem.pending_count(), logged.pending_count());
+            }
+        }
+
         /// Inventory admission against the cached, reduced view decides as against the
         /// whole view, through any interleaving of reconciled records, accepted own events
         /// and probes.

@@ -45,15 +45,7 @@ impl Engine {
         if !self.in_txn {
             // No transaction (nothing to write to Kafka): the view's checkpoint still goes
             // to the store, so its memory stays bounded and a restart reads only the tail.
-            let mut batch = StoreBatch::default();
-            self.view_batch(&mut batch);
-            if !(batch.view_ids.is_empty()
-                && batch.view_replicas.is_empty()
-                && batch.pending_del.is_empty())
-            {
-                self.store.write(batch)?;
-            }
-            return Ok(());
+            return self.write_with_view(StoreBatch::default(), false);
         }
         match self.try_commit(c) {
             Ok(()) => {
@@ -83,9 +75,8 @@ impl Engine {
         self.stats.counters.aborts.inc();
         self.in_txn = false;
         self.offsets.clear();
-        // The aborted events' pending copies go too; the re-adoption below reloads what
-        // the log holds.
-        self.unsaved.put.clear();
+        // The aborted events' pending copies go with the partitions' re-adoption below
+        // (or `forget`), which reloads what the log holds.
         let fenced = cause.is_fenced();
         let aborted = if fenced {
             Err(cause)
@@ -166,8 +157,7 @@ impl Engine {
                 .map(|o| o + 1);
             fold.take_batch(next, now, &mut batch);
         }
-        self.view_batch(&mut batch);
-        self.store.write(batch)?;
+        self.write_with_view(batch, true)?;
         self.update_gauges(c);
         fail::fail_point!("rf::after_store", |_| -> Result<()> {
             crash("rf::after_store")
@@ -175,15 +165,29 @@ impl Engine {
         Ok(())
     }
 
-    /// The view's part of a store batch, as of now: pending own events to keep or delete,
+    /// Write `batch` with the view's part, as of now: pending own events to keep or delete,
     /// other regions' ids, changed replicas, and each owned partition's `reconciled` offset
-    /// (next to read), so a checkpoint's replicas and offset always match.
-    fn view_batch(&mut self, batch: &mut StoreBatch) {
-        batch.pending_put = std::mem::take(&mut self.unsaved.put);
-        batch.pending_del = std::mem::take(&mut self.unsaved.del);
-        batch.view_ids = self.stats.view.take_seen_ids();
-        batch.view_replicas = self.stats.view.take_replicas();
-        batch.view_next = self.follow_seen.iter().map(|(p, s)| (*p, s + 1)).collect();
+    /// (next to read), so a checkpoint's replicas and offset always match. Without
+    /// `always`, only when the view changed.
+    fn write_with_view(&mut self, mut batch: StoreBatch, always: bool) -> Result<()> {
+        let view_next = self.follow_seen.iter().map(|(p, s)| (*p, s + 1)).collect();
+        let store = &self.store;
+        self.stats.view.checkpoint(|taken| {
+            let (puts, dels) = taken.pending;
+            let changed = !(puts.is_empty()
+                && dels.is_empty()
+                && taken.seen_ids.is_empty()
+                && taken.replicas.is_empty());
+            batch.pending_put = puts;
+            batch.pending_del = dels;
+            batch.view_ids = taken.seen_ids;
+            batch.view_replicas = taken.replicas;
+            batch.view_next = view_next;
+            if always || changed {
+                store.write(batch)?;
+            }
+            Ok(())
+        })
     }
 
     /// Consumer lag, HLC drift and RocksDB sizes, at most once a second.

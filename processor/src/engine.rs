@@ -10,7 +10,6 @@ use crate::follow::Follower;
 use crate::records::{dead_letter, handoff_headers, history_headers, Source};
 use crate::stats::SharedStats;
 use crate::store::RocksStore;
-use crate::view::Unsaved;
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rf_core::Clock;
@@ -56,7 +55,6 @@ pub struct Engine {
     /// Whether inventory admission uses the regional view (a home cluster is configured).
     pub(crate) use_view: bool,
     /// Pending own events to persist or delete with the next commit.
-    pub(crate) unsaved: Unsaved,
     /// Reads `reconciled` for the owned partitions (`None` without a home cluster).
     pub(crate) follower: Option<Follower>,
     /// Owned partitions whose view is still catching up (input paused, `catch_up.rs`).
@@ -92,7 +90,6 @@ impl Engine {
             gauges_at: Instant::now(),
             follow_seen: HashMap::new(),
             txn_id,
-            unsaved: Unsaved::default(),
             follower,
             catch_up: BTreeMap::new(),
         }
@@ -129,12 +126,9 @@ impl Engine {
         let payload = m.payload().unwrap_or(&[]);
         let fold = self.folds.get_mut(&p).expect("fold");
         let (store, max) = (&self.store, self.cfg.max_record_bytes);
-        let decision = self
-            .stats
-            .view
-            .admit(p, self.use_view, &mut self.unsaved, |view| {
-                fold.decide(store, view, m.key(), payload, now, max)
-            })?;
+        let decision = self.stats.view.admit(p, self.use_view, |view| {
+            fold.decide(store, view, m.key(), payload, now, max)
+        })?;
         fold.note_input(m.offset());
         self.offsets.insert(p, m.offset() + 1);
         let region = self.cfg.region.as_str();
@@ -249,9 +243,7 @@ impl Engine {
             &r.record.event.key,
             crate::serve::feed_json(r).to_string(),
         );
-        self.stats
-            .view
-            .reconciled(r.partition, &r.record, &mut self.unsaved);
+        self.stats.view.reconciled(r.partition, &r.record);
         if r.region != self.cfg.region {
             self.observe_remote(r);
         }

@@ -78,7 +78,11 @@ pub fn run_with(
         &cfg.state_dir,
         Duration::from_secs(cfg.dedup_retention_secs),
     )?;
-    stats.view.reset(&cfg.region, Box::new(store.view_ids()));
+    stats.view.reset(
+        &cfg.region,
+        Box::new(store.view_ids()),
+        Box::new(store.pending_events()),
+    );
     let store_instance_id = store.instance_id()?;
     // A cluster that does not answer yet is waited for, not fatal (item 7 of issue 15):
     // `/ready` stays false and the log says every few seconds which servers and why.

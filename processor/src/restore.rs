@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 pub struct Restored {
     pub fold: PartitionFold,
-    /// The regional view's pending own events of this partition as stored, and the own
-    /// events adopted from the history tail (for the caller to reconcile with the view;
-    /// empty unless asked for).
-    pub stored_pending: Vec<rf_schemas::Event>,
+    /// The summary of this partition's pending own events in the store (the events stay
+    /// there), and the own events adopted from the history tail (for the caller to
+    /// reconcile with the view; empty unless asked for).
+    pub stored_pending: Vec<(String, rf_core::view::PendingKey)>,
     pub adopted_own: Vec<rf_schemas::Event>,
     /// The view's checkpoint of this partition (empty unless asked for): the next
     /// `reconciled` offset and the replicas as of it.
@@ -48,7 +48,7 @@ pub fn restore_partition(
     let mut replayed = 0u64;
     let mut batch = StoreBatch::default();
     let (stored_pending, (view_next, view_replicas)) = if with_pending {
-        (store.pending(partition)?, store.view(partition)?)
+        (store.pending_keys(partition)?, store.view(partition)?)
     } else {
         (Vec::new(), (0, Vec::new()))
     };

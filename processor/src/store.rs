@@ -4,11 +4,11 @@
 //! expired after the duplicate window like the dedup ids) and its checkpoint: the reconciled
 //! state of each key of the partition (`view`) with the `reconciled` offset it reflects.
 
-use rf_core::view::Replica;
+use rf_core::view::{PendingKey, Replica};
 use rf_core::AggState;
 use rf_runtime::error::{Error, Result};
 use rf_schemas::{Codec, Event, Hlc};
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub struct StoreBatch {
     /// Own accepted events the regional view still holds pending (not yet reconciled).
     pub pending_put: Vec<(i32, Event)>,
     /// Pending events `reconciled` has settled: (partition, key, hlc).
-    pub pending_del: Vec<(i32, String, Hlc)>,
+    pub pending_del: Vec<(i32, String, Hlc, String)>,
     /// Other regions' reconciled ids the view read since the last batch: (key, id, HLC ms).
     pub view_ids: Vec<(String, String, i64)>,
     /// The view's changed replicas, and per partition the `reconciled` offset they reflect
@@ -47,8 +47,9 @@ pub trait StateStore: Send + Sync {
     fn state(&self, partition: i32, key: &str) -> Result<Option<AggState>>;
     fn seen(&self, partition: i32, key: &str, event_id: &str) -> Result<bool>;
     fn write(&self, batch: StoreBatch) -> Result<()>;
-    /// The regional view's pending own events of one partition.
-    fn pending(&self, partition: i32) -> Result<Vec<Event>>;
+    /// What the regional view keeps in memory of one partition's persisted pending own
+    /// events: one summary per key (the events stay in the store, `PendingEvents`).
+    fn pending_keys(&self, partition: i32) -> Result<Vec<(String, PendingKey)>>;
     /// The view's checkpoint of one partition: the next `reconciled` offset to read (0 if
     /// none) and the replicas as of it.
     fn view(&self, partition: i32) -> Result<(i64, Vec<(String, Replica)>)>;
@@ -60,6 +61,8 @@ const CF_META: &str = "meta";
 const CF_PENDING: &str = "pending";
 const CF_VIEW_IDS: &str = "view_ids";
 const CF_VIEW: &str = "view";
+/// The pending own events' ids: (partition, key, event_id) -> hlc, for settling by id.
+const CF_PENDING_IDS: &str = "pending_ids";
 
 pub struct RocksStore {
     db: std::sync::Arc<DB>,
@@ -102,6 +105,99 @@ impl rf_core::view::SeenIds for ViewIds {
     }
 }
 
+/// The regional view's pending own events in the store (`rf_core::view::PendingLog`): the
+/// view keeps only those accepted since the last batch. A weak handle, like `ViewIds`.
+pub struct PendingEvents {
+    db: std::sync::Weak<DB>,
+}
+
+impl rf_core::view::PendingLog for PendingEvents {
+    fn scan(&self, partition: i32, key: &str, after: Option<Hlc>, limit: usize) -> Vec<Event> {
+        let Some(db) = self.db.upgrade() else {
+            return Vec::new();
+        };
+        let cf = db.cf_handle(CF_PENDING).expect("column family exists");
+        let mut prefix = pkey(partition, key);
+        prefix.push(0);
+        let start = match after {
+            Some(h) => pending_key(partition, key, h),
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        let iter = db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    // The view then misses these pending events until they settle: said.
+                    tracing::error!(key, error = %e, "pending event scan failed");
+                    break;
+                }
+            };
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            // Exactly an HLC after the prefix: another key that starts with this one and a
+            // NUL is not ours; the entry at `after` itself is skipped.
+            if k.len() != prefix.len() + HLC_BYTES || k[..] == start[..] && after.is_some() {
+                continue;
+            }
+            match Codec::event().decode(&v) {
+                Ok(e) => out.push(e),
+                Err(e) => tracing::error!(key, error = %e, "stored pending event does not decode"),
+            }
+        }
+        out
+    }
+
+    fn find(&self, partition: i32, key: &str, event_id: &str) -> Option<Hlc> {
+        let db = self.db.upgrade()?;
+        let cf = db.cf_handle(CF_PENDING_IDS).expect("column family exists");
+        let found = db.get_pinned_cf(cf, pending_id_key(partition, key, event_id));
+        match found {
+            Ok(v) => v.and_then(|v| hlc_from(&v)),
+            Err(e) => {
+                tracing::error!(key, event_id, error = %e, "pending id lookup failed");
+                None
+            }
+        }
+    }
+}
+
+/// An HLC as the store's keys and values hold it: physical ms, then logical, big-endian
+/// (so keys sort in HLC order).
+const HLC_BYTES: usize = 12;
+
+fn hlc_bytes(hlc: Hlc) -> [u8; HLC_BYTES] {
+    let mut b = [0u8; HLC_BYTES];
+    b[..8].copy_from_slice(&hlc.physical_ms.to_be_bytes());
+    b[8..].copy_from_slice(&hlc.logical.to_be_bytes());
+    b
+}
+
+fn hlc_from(b: &[u8]) -> Option<Hlc> {
+    if b.len() != HLC_BYTES {
+        return None;
+    }
+    Some(Hlc::new(
+        i64::from_be_bytes(b[..8].try_into().ok()?),
+        i32::from_be_bytes(b[8..].try_into().ok()?),
+    ))
+}
+
+/// (partition, key length, key, event_id): unambiguous whatever the key holds.
+fn pending_id_key(p: i32, key: &str, event_id: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + key.len() + event_id.len());
+    v.extend_from_slice(&p.to_be_bytes());
+    v.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    v.extend_from_slice(key.as_bytes());
+    v.extend_from_slice(event_id.as_bytes());
+    v
+}
+
 fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Store(e.to_string())
 }
@@ -123,8 +219,7 @@ fn dkey(p: i32, key: &str, id: &str) -> Vec<u8> {
 fn pending_key(p: i32, key: &str, hlc: Hlc) -> Vec<u8> {
     let mut v = pkey(p, key);
     v.push(0);
-    v.extend_from_slice(&hlc.physical_ms.to_be_bytes());
-    v.extend_from_slice(&hlc.logical.to_be_bytes());
+    v.extend_from_slice(&hlc_bytes(hlc));
     v
 }
 
@@ -212,11 +307,48 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_PENDING, Options::default()),
             ColumnFamilyDescriptor::new(CF_VIEW_IDS, view_ids_opts),
             ColumnFamilyDescriptor::new(CF_VIEW, Options::default()),
+            ColumnFamilyDescriptor::new(CF_PENDING_IDS, Options::default()),
         ];
+        // A store written before the id index existed gets it built once, at open.
+        let index_missing =
+            DB::list_cf(&opts, path).is_ok_and(|cfs| !cfs.iter().any(|c| c == CF_PENDING_IDS));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(store_err)?;
-        Ok(RocksStore {
+        let store = RocksStore {
             db: std::sync::Arc::new(db),
-        })
+        };
+        if index_missing {
+            store.index_pending_ids()?;
+        }
+        Ok(store)
+    }
+
+    /// Write the id index of every stored pending event.
+    fn index_pending_ids(&self) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PENDING), IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(store_err)?;
+            let ev = Codec::event().decode(&v).map_err(store_err)?;
+            let (Some(p), Some(hlc)) = (k.get(..4), ev.hlc) else {
+                continue;
+            };
+            let p = i32::from_be_bytes(p.try_into().expect("four bytes"));
+            wb.put_cf(
+                self.cf(CF_PENDING_IDS),
+                pending_id_key(p, &ev.key, &ev.event_id),
+                hlc_bytes(hlc),
+            );
+        }
+        self.db.write(wb).map_err(store_err)
+    }
+
+    /// The regional view's pending own events, for `RegionalView::with_pending_log`.
+    pub fn pending_events(&self) -> PendingEvents {
+        PendingEvents {
+            db: std::sync::Arc::downgrade(&self.db),
+        }
     }
 
     /// The view's reconciled ids, for `RegionalView::with_seen_ids`.
@@ -363,9 +495,15 @@ impl StateStore for RocksStore {
                 continue;
             };
             wb.put_cf(self.cf(CF_PENDING), pending_key(*p, &ev.key, hlc), bytes);
+            wb.put_cf(
+                self.cf(CF_PENDING_IDS),
+                pending_id_key(*p, &ev.key, &ev.event_id),
+                hlc_bytes(hlc),
+            );
         }
-        for (p, k, hlc) in &batch.pending_del {
+        for (p, k, hlc, id) in &batch.pending_del {
             wb.delete_cf(self.cf(CF_PENDING), pending_key(*p, k, *hlc));
+            wb.delete_cf(self.cf(CF_PENDING_IDS), pending_id_key(*p, k, id));
         }
         for (k, id, hlc_ms) in &batch.view_ids {
             wb.put_cf(
@@ -397,15 +535,39 @@ impl StateStore for RocksStore {
         Ok((next, self.partition_json(CF_VIEW, partition)?))
     }
 
-    fn pending(&self, partition: i32) -> Result<Vec<Event>> {
+    fn pending_keys(&self, partition: i32) -> Result<Vec<(String, PendingKey)>> {
         let prefix = partition.to_be_bytes();
-        let mut out = Vec::new();
+        let mut out: Vec<(String, PendingKey)> = Vec::new();
         for item in self.db.prefix_iterator_cf(self.cf(CF_PENDING), prefix) {
             let (k, v) = item.map_err(store_err)?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            out.push(Codec::event().decode(&v).map_err(store_err)?);
+            // partition, key, NUL, hlc: the key is what lies between.
+            let Some(key_end) = k.len().checked_sub(HLC_BYTES + 1).filter(|e| *e >= 4) else {
+                return Err(store_err("malformed pending event key"));
+            };
+            let hlc = hlc_from(&k[key_end + 1..]).ok_or_else(|| store_err("malformed hlc"))?;
+            let key = std::str::from_utf8(&k[4..key_end]).map_err(store_err)?;
+            match out.last_mut() {
+                Some((last, s)) if last == key => {
+                    s.count += 1;
+                    s.last = s.last.max(hlc);
+                }
+                _ => {
+                    // The first of a key in HLC order: its id comes from the event.
+                    let ev = Codec::event().decode(&v).map_err(store_err)?;
+                    out.push((
+                        key.to_owned(),
+                        PendingKey {
+                            partition,
+                            count: 1,
+                            first: (hlc, ev.event_id),
+                            last: hlc,
+                        },
+                    ));
+                }
+            }
         }
         Ok(out)
     }
@@ -454,6 +616,63 @@ mod tests {
             RocksStore::open(dir.path()).unwrap().instance_id().unwrap(),
             id
         );
+    }
+
+    /// Pending own events: scanned per key in HLC order (a key that extends another one
+    /// with a NUL is not mixed in), found by id, summarised per key for a restore, and
+    /// deleted with their ids.
+    #[test]
+    fn pending_events_scan_find_and_summarise() {
+        use rf_core::view::PendingLog;
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path()).unwrap();
+        let ev = |key: &str, id: &str, ms: i64| {
+            let mut e = Event::new(id, key, rf_schemas::Op::CounterAdd { delta: 1 });
+            e.hlc = Some(Hlc::new(ms, 0));
+            e
+        };
+        let puts = vec![
+            (3, ev("k", "b", 20)),
+            (3, ev("k", "a", 10)),
+            (3, ev("k", "c", 30)),
+            (3, ev("k\0x", "z", 15)),
+            (4, ev("k", "other", 5)),
+        ];
+        s.write(StoreBatch {
+            pending_put: puts,
+            ..Default::default()
+        })
+        .unwrap();
+        let log = s.pending_events();
+        let ids = |v: Vec<Event>| v.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
+        assert_eq!(ids(log.scan(3, "k", None, usize::MAX)), ["a", "b", "c"]);
+        assert_eq!(ids(log.scan(3, "k", Some(Hlc::new(10, 0)), 1)), ["b"]);
+        assert_eq!(ids(log.scan(3, "k\0x", None, 9)), ["z"]);
+        assert_eq!(log.find(3, "k", "b"), Some(Hlc::new(20, 0)));
+        assert_eq!(log.find(4, "k", "b"), None);
+        let keys = s.pending_keys(3).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].0, "k");
+        assert_eq!(keys[0].1.count, 3);
+        assert_eq!(keys[0].1.first, (Hlc::new(10, 0), "a".to_owned()));
+        assert_eq!(keys[0].1.last, Hlc::new(30, 0));
+        s.write(StoreBatch {
+            pending_del: vec![(3, "k".into(), Hlc::new(10, 0), "a".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ids(log.scan(3, "k", None, usize::MAX)), ["b", "c"]);
+        assert_eq!(log.find(3, "k", "a"), None);
+        // A store written before the id index existed gets it at open.
+        drop(log);
+        let mut s = s;
+        std::sync::Arc::get_mut(&mut s.db)
+            .expect("no other handle")
+            .drop_cf(CF_PENDING_IDS)
+            .unwrap();
+        drop(s);
+        let s = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(s.pending_events().find(3, "k", "c"), Some(Hlc::new(30, 0)));
     }
 
     #[test]

@@ -1,20 +1,23 @@
 //! The regional view (invariant 7) behind one entry point. `rf_core::RegionalView` is the
 //! I/O-free logic; this wraps it for the processor: every change the pipeline makes to
-//! the view goes through one of the methods below, each returning (in `Unsaved`) the
-//! pending own events to persist or delete with the next commit's store batch. Readers
-//! (`/state`, `/metrics`, tests) take `lock()`; the lock is never held across Kafka I/O.
+//! the view goes through one of the methods below, and `checkpoint` hands what the view
+//! changed (pending own events to put or delete, other regions' ids, replicas) to the next
+//! store batch under the same lock as the write, so a reader never sees the view between
+//! the two. Readers (`/state`, `/metrics`, tests) take `lock()`; the lock is never held
+//! across Kafka I/O.
 
 use crate::fold::Decision;
+use rf_core::view::{PendingKey, PendingLog, Replica, SeenIds, TakenPending};
 use rf_core::RegionalView;
-use rf_schemas::{Event, Hlc, ReconciledEvent};
+use rf_schemas::{Event, ReconciledEvent};
 use std::sync::{Mutex, MutexGuard};
 
-/// Pending own events to write to (`put`) or delete from (`del`) the store's `pending`
-/// column family with the next commit.
+/// What the view changed since the last checkpoint, for one store batch.
 #[derive(Debug, Default)]
-pub struct Unsaved {
-    pub put: Vec<(i32, Event)>,
-    pub del: Vec<(i32, String, Hlc)>,
+pub struct Checkpoint {
+    pub pending: TakenPending,
+    pub seen_ids: Vec<(String, String, i64)>,
+    pub replicas: Vec<(i32, String, Replica)>,
 }
 
 #[derive(Debug)]
@@ -34,16 +37,12 @@ impl View {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Start afresh (a new run of the processor), other regions' reconciled ids kept in
-    /// `ids` once written (`take_seen_ids`).
-    pub fn reset(&self, region: &str, ids: Box<dyn rf_core::view::SeenIds>) {
-        *self.lock() = RegionalView::new(region).with_seen_ids(ids);
-    }
-
-    /// Other regions' reconciled ids read since the last call, for the next store batch
-    /// (the view forgets them: the store answers for them once written).
-    pub fn take_seen_ids(&self) -> Vec<(String, String, i64)> {
-        self.lock().take_seen_ids()
+    /// Start afresh (a new run of the processor), other regions' reconciled ids and the
+    /// pending own events kept in the store once written (`checkpoint`).
+    pub fn reset(&self, region: &str, ids: Box<dyn SeenIds>, pending: Box<dyn PendingLog>) {
+        *self.lock() = RegionalView::new(region)
+            .with_seen_ids(ids)
+            .with_pending_log(pending);
     }
 
     /// Decide one input record against the view (`decide` gets the view when `use_view`)
@@ -52,66 +51,61 @@ impl View {
         &self,
         partition: i32,
         use_view: bool,
-        unsaved: &mut Unsaved,
         decide: impl FnOnce(Option<&mut RegionalView>) -> Result<Decision, E>,
     ) -> Result<Decision, E> {
         let mut view = self.lock();
         let decision = decide(use_view.then_some(&mut *view))?;
         if let Decision::Accept(ev) = &decision {
-            if use_view && ev.refusal.is_none() && view.accepted(partition, ev) {
-                unsaved.put.push((partition, ev.clone()));
+            if use_view && ev.refusal.is_none() {
+                view.accepted(partition, ev);
             }
         }
         Ok(decision)
     }
 
-    /// A partition was restored: reload its checkpointed replicas, then its pending own
-    /// events. Stored ones the view has already settled are deleted; ones adopted from the
-    /// history tail that it has not are persisted.
+    /// A partition was restored: reload its checkpointed replicas and the summary of its
+    /// stored pending own events, then hold pending those adopted from the history tail
+    /// (committed to Kafka after the store's last batch) that it has not settled.
     pub fn restored(
         &self,
         partition: i32,
-        replicas: Vec<(String, rf_core::view::Replica)>,
-        stored: &[Event],
+        replicas: Vec<(String, Replica)>,
+        stored: Vec<(String, PendingKey)>,
         adopted: Vec<Event>,
-        unsaved: &mut Unsaved,
     ) {
         let mut view = self.lock();
         view.forget_partition(partition);
         view.load_partition(partition, replicas);
-        for ev in stored {
-            if !view.accepted(partition, ev) {
-                unsaved
-                    .del
-                    .push((partition, ev.key.clone(), ev.hlc.unwrap_or_default()));
-            }
-        }
+        view.load_pending(stored);
         for ev in adopted {
-            if view.accepted(partition, &ev) {
-                unsaved.put.push((partition, ev));
-            }
+            view.accepted(partition, &ev);
         }
     }
 
-    /// A partition moved away.
+    /// A partition moved away (or is about to be re-adopted): what the view changed since
+    /// the last checkpoint is dropped with it.
     pub fn revoked(&self, partition: i32) {
         self.lock().forget_partition(partition);
     }
 
     /// A record read back from `reconciled` (of `partition`): settle own pending events.
-    pub fn reconciled(&self, partition: i32, rec: &ReconciledEvent, unsaved: &mut Unsaved) {
-        let settled = self.lock().reconciled(partition, rec);
-        unsaved
-            .del
-            .extend(settled.into_iter().map(|(k, h)| (partition, k, h)));
+    pub fn reconciled(&self, partition: i32, rec: &ReconciledEvent) {
+        self.lock().reconciled(partition, rec);
     }
 
-    /// The replicas changed since the last call, for the next store batch.
-    pub fn take_replicas(&self) -> Vec<(i32, String, rf_core::view::Replica)> {
-        self.lock().take_replicas()
+    /// Hand what the view changed to `write` (the store batch), holding the lock until it
+    /// is written: the view forgets what it took, and the store answers for it from then on.
+    pub fn checkpoint<R>(&self, write: impl FnOnce(Checkpoint) -> R) -> R {
+        let mut view = self.lock();
+        let taken = Checkpoint {
+            pending: view.take_pending(),
+            seen_ids: view.take_seen_ids(),
+            replicas: view.take_replicas(),
+        };
+        write(taken)
     }
 
-    pub fn pending_count(&self) -> usize {
+    pub fn pending_count(&self) -> u64 {
         self.lock().pending_count()
     }
 }
