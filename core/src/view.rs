@@ -93,7 +93,8 @@ fn order_of(op: &Op) -> Option<&String> {
     }
 }
 
-/// Persisted events read per store scan while looking for the first one not settled.
+/// At most this many persisted events per store scan while looking for the first one not
+/// settled.
 const SCAN_CHUNK: usize = 64;
 
 #[derive(Debug, Default)]
@@ -284,8 +285,9 @@ impl RegionalView {
         out
     }
 
-    /// The first pending own event of `key` in HLC order, as (hlc, event_id).
-    fn first_of(&self, key: &str, partition: i32) -> Option<(Hlc, String)> {
+    /// The first pending own event of `key` in HLC order after `after` (the first just
+    /// settled: the settled prefix before it is not scanned again), as (hlc, event_id).
+    fn first_after(&self, key: &str, partition: i32, after: Hlc) -> Option<(Hlc, String)> {
         let in_memory = self
             .recent
             .get(key)
@@ -293,9 +295,11 @@ impl RegionalView {
             .map(|(h, e)| (*h, e.event_id.clone()));
         let mut persisted = None;
         if let Some(log) = &self.pending_log {
-            let mut after = None;
+            let mut after = Some(after);
+            // Settled events after `after` are rare (settled by id): one at first.
+            let mut limit = 1;
             'scan: loop {
-                let chunk = log.scan(partition, key, after, SCAN_CHUNK);
+                let chunk = log.scan(partition, key, after, limit);
                 for e in &chunk {
                     let h = e.hlc.unwrap_or_default();
                     if !self.removed.contains(&(key.to_owned(), h)) {
@@ -304,9 +308,10 @@ impl RegionalView {
                     }
                     after = Some(h);
                 }
-                if chunk.len() < SCAN_CHUNK {
+                if chunk.len() < limit {
                     break;
                 }
+                limit = (limit * 2).min(SCAN_CHUNK);
             }
         }
         match (in_memory, persisted) {
@@ -354,7 +359,7 @@ impl RegionalView {
             self.pending.remove(key);
             self.recent.remove(key);
         } else if was_first {
-            match self.first_of(key, partition) {
+            match self.first_after(key, partition, hlc) {
                 Some(f) => self.pending.get_mut(key).expect("checked").first = f,
                 None => {
                     self.pending.remove(key);

@@ -345,6 +345,18 @@ pub fn drain_and_stop(
 }
 
 /// A count from the environment (soak knobs such as `RF_KILLS`), or `default`.
+/// A figure of `/proc/<pid>/status` in kB (e.g. `VmRSS:`, `VmHWM:`), if the process lives.
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 pub fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

@@ -217,8 +217,12 @@ impl Engine {
         m.rocksdb_pending_compaction_bytes
             .with_label_values(&[region])
             .set(pending as i64);
-        let (memtables, readers) = self.store.memory();
-        for (part, v) in [("memtables", memtables), ("table_readers", readers)] {
+        let (memtables, readers, cache) = self.store.memory();
+        for (part, v) in [
+            ("memtables", memtables),
+            ("table_readers", readers),
+            ("block_cache", cache),
+        ] {
             m.rocksdb_memory_bytes
                 .with_label_values(&[region, part])
                 .set(v as i64);

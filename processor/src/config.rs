@@ -22,6 +22,11 @@ pub struct Config {
     pub max_record_bytes: usize,
     pub max_clock_offset_ms: i64,
     pub dedup_retention_secs: u64,
+    /// RocksDB memtables of all the store's column families together, in MB: most of the
+    /// processor's memory besides its state and the Kafka clients' buffers.
+    pub store_memtable_mb: u64,
+    /// One RocksDB block cache for all column families, in MB.
+    pub store_block_cache_mb: u64,
     pub session_timeout_ms: u64,
     /// Join the group as a static member (`group.instance.id` = region + the state
     /// store's instance id), as Kafka Streams advises for stateful applications: a restart
@@ -61,6 +66,8 @@ impl Default for Config {
             max_record_bytes: 64 * 1024,
             max_clock_offset_ms: 500,
             dedup_retention_secs: 7 * 24 * 3600,
+            store_memtable_mb: 128,
+            store_block_cache_mb: 32,
             session_timeout_ms: 6000,
             static_membership: false,
             restore_timeout_secs: 60,
@@ -106,6 +113,8 @@ impl Config {
             0,
             600_000,
         )?;
+        in_range("store_memtable_mb", self.store_memtable_mb, 8, 65_536)?;
+        in_range("store_block_cache_mb", self.store_block_cache_mb, 1, 65_536)?;
         if self.dedup_retention_secs == 0 {
             return Err(bad("dedup_retention_secs", "must be positive"));
         }

@@ -139,7 +139,7 @@ impl ProcessorMetrics {
             rocksdb_memory_bytes: gauge(
                 &r,
                 "rf_rocksdb_memory_bytes",
-                "Memory the state store holds, by part: memtables, table_readers (index and filter blocks, which grow with the ids of the dedup window)",
+                "Memory the state store holds, by part: memtables, table_readers (index and filter blocks, which grow with the ids of the dedup window), block_cache (data blocks, bounded by store_block_cache_mb)",
                 &["region", "part"],
             ),
             ready: gauge(

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::rebalance::Ctx;
 use crate::stats::{SharedStats, Stats};
-use crate::store::RocksStore;
+use crate::store::{RocksStore, StoreOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rf_core::Clock;
 use rf_runtime::error::{Error, Result};
@@ -74,9 +74,13 @@ pub fn run_with(
     let http = rf_runtime::http::serve_unless_empty(&cfg.http_addr, base, routes, &shutdown)?;
     *stats.http_addr.lock().expect("addr lock") = http.as_ref().map(|h| h.addr);
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::Store(e.to_string()))?;
-    let store = RocksStore::open_with_retention(
+    let store = RocksStore::open_with(
         &cfg.state_dir,
-        Duration::from_secs(cfg.dedup_retention_secs),
+        &StoreOptions {
+            retention: Duration::from_secs(cfg.dedup_retention_secs),
+            memtable_bytes: cfg.store_memtable_mb as usize * (1 << 20),
+            block_cache_bytes: cfg.store_block_cache_mb as usize * (1 << 20),
+        },
     )?;
     stats.view.reset(
         &cfg.region,

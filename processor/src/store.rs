@@ -66,6 +66,7 @@ const CF_PENDING_IDS: &str = "pending_ids";
 
 pub struct RocksStore {
     db: std::sync::Arc<DB>,
+    cache: rocksdb::Cache,
 }
 
 /// The view's reconciled ids in the store (`rf_core::view::SeenIds`). A weak handle: the
@@ -247,19 +248,39 @@ fn view_next_key(p: i32) -> [u8; 5] {
     let b = p.to_be_bytes();
     [b'v', b[0], b[1], b[2], b[3]]
 }
-/// All memtables together (see `open_with_retention`).
-const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
+/// How the store is opened: what bounds its memory, and how long dedup ids live.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Dedup ids older than this (by accept time) are dropped by a compaction filter as
+    /// RocksDB compacts, never by scanning: memory and disk stay bounded by the ids
+    /// accepted within the window. An id is remembered for at least this long.
+    pub retention: Duration,
+    /// The memtables of all column families together (`Config::store_memtable_mb`).
+    pub memtable_bytes: usize,
+    /// One block cache for all column families (`Config::store_block_cache_mb`); RocksDB's
+    /// default is a cache per column family.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            memtable_bytes: 128 << 20,
+            block_cache_bytes: 32 << 20,
+        }
+    }
+}
 
 impl RocksStore {
-    /// Open with the default dedup retention (7 days).
+    /// Open with the default options.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::open_with_retention(path, Duration::from_secs(7 * 24 * 3600))
+        Self::open_with(path, &StoreOptions::default())
     }
 
-    /// Dedup ids older than `retention` (by accept time) are dropped by a compaction
-    /// filter as RocksDB compacts, never by scanning: memory and disk stay bounded by the
-    /// ids accepted within the window. An id is remembered for at least `retention`.
-    pub fn open_with_retention(path: &Path, retention: Duration) -> Result<Self> {
+    pub fn open_with(path: &Path, o: &StoreOptions) -> Result<Self> {
+        let (retention, memtable_bytes) = (o.retention, o.memtable_bytes);
+        let cache = rocksdb::Cache::new_lru_cache(o.block_cache_bytes);
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -267,7 +288,7 @@ impl RocksStore {
         // 64 MB per column family, up to two each): memory that does not grow with keys.
         // 64 MB in all cost a sixth of the throughput on a 1M-key backlog (flushes and
         // compactions on two cores); 128 MB fits the RSS target (docs/BENCHMARKS.md).
-        opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
+        opts.set_db_write_buffer_size(memtable_bytes);
         // Most lookups miss the memtable (a new id, a key not written lately): a memtable
         // bloom filter answers those without walking the skip list (a profile put 6 % of
         // the processor's time in that walk).
@@ -277,15 +298,18 @@ impl RocksStore {
         };
         let mut state_opts = Options::default();
         memtable_bloom(&mut state_opts);
-        state_opts.set_write_buffer_size(MEMTABLE_BUDGET_BYTES / 4);
+        state_opts.set_write_buffer_size(memtable_bytes / 4);
         let mut dedup_opts = Options::default();
         memtable_bloom(&mut dedup_opts);
-        dedup_opts.set_write_buffer_size(MEMTABLE_BUDGET_BYTES / 4);
+        dedup_opts.set_write_buffer_size(memtable_bytes / 4);
         // Dedup lookups are mostly misses: a bloom filter answers them without disk reads.
         // (The reconciler's store keeps its filters in a shared cache in 4 KB partitions;
         // here that cost a quarter of the throughput in one A/B run, docs/BENCHMARKS.md, so
         // the filters stay beside the cache, growing with the ids of the window.)
+        let mut plain = rocksdb::BlockBasedOptions::default();
+        plain.set_block_cache(&cache);
         let mut bbo = rocksdb::BlockBasedOptions::default();
+        bbo.set_block_cache(&cache);
         bbo.set_bloom_filter(10.0, false);
         dedup_opts.set_block_based_table_factory(&bbo);
         // So do state lookups of keys first seen (1M keys: most of a backlog).
@@ -297,17 +321,25 @@ impl RocksStore {
         // a later copy is no duplicate there either).
         let mut view_ids_opts = Options::default();
         memtable_bloom(&mut view_ids_opts);
-        view_ids_opts.set_write_buffer_size(MEMTABLE_BUDGET_BYTES / 8);
+        view_ids_opts.set_write_buffer_size(memtable_bytes / 8);
         view_ids_opts.set_block_based_table_factory(&bbo);
         view_ids_opts.set_compaction_filter("rf-view-id-retention", expire_after(retention_ms));
+        let plain_opts = || {
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&plain);
+            o
+        };
+        // Pending ids are looked up by id, mostly for ids that are not pending.
+        let mut pending_ids_opts = Options::default();
+        pending_ids_opts.set_block_based_table_factory(&bbo);
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_STATE, state_opts),
             ColumnFamilyDescriptor::new(CF_DEDUP, dedup_opts),
-            ColumnFamilyDescriptor::new(CF_META, Options::default()),
-            ColumnFamilyDescriptor::new(CF_PENDING, Options::default()),
+            ColumnFamilyDescriptor::new(CF_META, plain_opts()),
+            ColumnFamilyDescriptor::new(CF_PENDING, plain_opts()),
             ColumnFamilyDescriptor::new(CF_VIEW_IDS, view_ids_opts),
-            ColumnFamilyDescriptor::new(CF_VIEW, Options::default()),
-            ColumnFamilyDescriptor::new(CF_PENDING_IDS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_VIEW, plain_opts()),
+            ColumnFamilyDescriptor::new(CF_PENDING_IDS, pending_ids_opts),
         ];
         // A store written before the id index existed gets it built once, at open.
         let index_missing =
@@ -315,6 +347,7 @@ impl RocksStore {
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(store_err)?;
         let store = RocksStore {
             db: std::sync::Arc::new(db),
+            cache,
         };
         if index_missing {
             store.index_pending_ids()?;
@@ -399,10 +432,10 @@ impl RocksStore {
     }
 
     /// RocksDB's figures for what the store holds in memory: (memtables, table readers:
-    /// index and filter blocks).
-    pub fn memory(&self) -> (u64, u64) {
-        rocksdb::perf::get_memory_usage_stats(Some(&[&self.db]), None)
-            .map(|m| (m.mem_table_total, m.mem_table_readers_total))
+    /// index and filter blocks, block cache).
+    pub fn memory(&self) -> (u64, u64, u64) {
+        rocksdb::perf::get_memory_usage_stats(Some(&[&self.db]), Some(&[&self.cache]))
+            .map(|m| (m.mem_table_total, m.mem_table_readers_total, m.cache_total))
             .unwrap_or_default()
     }
 
@@ -678,7 +711,14 @@ mod tests {
     #[test]
     fn dedup_ids_expire_by_compaction_after_retention() {
         let dir = tempfile::tempdir().unwrap();
-        let s = RocksStore::open_with_retention(dir.path(), Duration::from_secs(3600)).unwrap();
+        let s = RocksStore::open_with(
+            dir.path(),
+            &StoreOptions {
+                retention: Duration::from_secs(3600),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let now = rf_core::Clock::now_ms(&rf_core::SystemClock);
         let old = now - 2 * 3600 * 1000;
         s.write(StoreBatch {

@@ -396,17 +396,6 @@ fn group_join_secs(bootstrap: &str) -> Result<f64, String> {
     join()
 }
 
-fn rss_kb(pid: u32, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 fn ready(port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     matches!(rf_harness::http_client::get(addr, "/ready"), Ok((200, _)))
@@ -518,7 +507,7 @@ pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {
             .status();
         let _ = perf.wait();
     }
-    let hwm_drained = rss_kb(proc_.pid(), "VmHWM:").unwrap_or(0);
+    let hwm_drained = rf_harness::process::status_kb(proc_.pid(), "VmHWM:").unwrap_or(0);
     let (p50, p99, n, lat_note) = measure_latency(&bs, tail, s, 102, &mut ends, &watch);
     total = input_end(&ends);
     let ours = Measured {
@@ -528,8 +517,8 @@ pub fn run(s: &Sizes, r: &mut Report) -> Result<(), String> {
         latency_n: n,
         latency_note: lat_note,
     };
-    let hwm = rss_kb(proc_.pid(), "VmHWM:").unwrap_or(0);
-    let rss = rss_kb(proc_.pid(), "VmRSS:").unwrap_or(0);
+    let hwm = rf_harness::process::status_kb(proc_.pid(), "VmHWM:").unwrap_or(0);
+    let rss = rf_harness::process::status_kb(proc_.pid(), "VmRSS:").unwrap_or(0);
     let join = group_join_secs(&bs)?;
     println!("   kill -9 and restart on the local store");
     proc_.kill9();

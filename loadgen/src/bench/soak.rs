@@ -63,17 +63,7 @@ pub struct Phase {
 pub const STEADY: Duration = Duration::from_secs(5);
 
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    rf_harness::process::status_kb(pid, "VmRSS:").unwrap_or(0)
 }
 
 fn counter_events(from: usize, to: usize, keys: usize, regions: usize) -> Vec<Outgoing> {
