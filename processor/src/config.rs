@@ -37,6 +37,10 @@ pub struct Config {
     /// member that stops does not leave the group; its partitions move when its session
     /// expires.
     pub static_membership: bool,
+    /// The `events` group's `partition.assignment.strategy`: `cooperative-sticky`
+    /// (incremental: a partition that stays with its owner is neither revoked nor restored
+    /// when another instance joins or leaves), or the eager `range` or `roundrobin`.
+    pub assignment_strategy: String,
     pub restore_timeout_secs: u64,
     /// The home cluster, to read `reconciled` back (empty: do not follow it).
     pub home_bootstrap_servers: String,
@@ -70,6 +74,7 @@ impl Default for Config {
             store_block_cache_mb: 32,
             session_timeout_ms: 6000,
             static_membership: false,
+            assignment_strategy: "cooperative-sticky".into(),
             restore_timeout_secs: 60,
             home_bootstrap_servers: String::new(),
             reconciled_topic: "reconciled".into(),
@@ -113,6 +118,14 @@ impl Config {
             0,
             600_000,
         )?;
+        if !["cooperative-sticky", "range", "roundrobin"]
+            .contains(&self.assignment_strategy.as_str())
+        {
+            return Err(bad(
+                "assignment_strategy",
+                "must be cooperative-sticky, range or roundrobin",
+            ));
+        }
         in_range("store_memtable_mb", self.store_memtable_mb, 8, 65_536)?;
         in_range("store_block_cache_mb", self.store_block_cache_mb, 1, 65_536)?;
         if self.dedup_retention_secs == 0 {

@@ -52,7 +52,7 @@ fn events_consumer(cfg: &Config, store_instance_id: &str) -> Result<BaseConsumer
     }
     Ok(c.set("enable.auto.offset.store", "false")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-        .set("partition.assignment.strategy", "range")
+        .set("partition.assignment.strategy", &cfg.assignment_strategy)
         .set("statistics.interval.ms", "5000")
         .create_with_context(Ctx::new())?)
 }

@@ -7,7 +7,7 @@ use crate::catch_up::reconciled_end;
 use crate::engine::Engine;
 use crate::restore::{restore_partition, Restored};
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use rf_runtime::error::{Error, Result};
@@ -64,20 +64,36 @@ impl ConsumerContext for Ctx {
             return;
         };
         let mut eng = engine.lock().expect("engine lock");
+        // Cooperative (incremental) rebalancing hands over only the partitions that move;
+        // eager rebalancing revokes everything and assigns the whole new set.
+        let incremental = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Err(e) = eng.on_assign(c, tpl) {
-                    tracing::error!(error = %e, "restore on assignment failed");
-                    eng.fatal = Some(e);
+                if tpl.count() > 0 {
+                    if let Err(e) = eng.on_assign(c, tpl) {
+                        tracing::error!(error = %e, "restore on assignment failed");
+                        eng.fatal = Some(e);
+                    }
                 }
-                if let Err(e) = c.assign(tpl) {
+                let assigned = if incremental {
+                    c.incremental_assign(tpl)
+                } else {
+                    c.assign(tpl)
+                };
+                if let Err(e) = assigned {
                     eng.fatal = Some(e.into());
                 }
                 eng.apply_catch_up(c, tpl);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                eng.on_revoke(c, tpl);
-                let _ = c.unassign();
+                if tpl.count() > 0 {
+                    eng.on_revoke(c, tpl);
+                }
+                let _ = if incremental {
+                    c.incremental_unassign(tpl)
+                } else {
+                    c.unassign()
+                };
             }
             other => {
                 tracing::error!(?other, "rebalance error");
