@@ -55,6 +55,7 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    rf_runtime::memory::limit_malloc_arenas();
     rf_runtime::logging::init("info");
     let args = Args::parse();
     if let Err(e) = rf_processor::failpoints::install_from_env() {

@@ -56,6 +56,7 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    rf_runtime::memory::limit_malloc_arenas();
     rf_runtime::logging::init("info");
     let args = Args::parse();
     let file = args.config.clone();

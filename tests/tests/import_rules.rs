@@ -136,6 +136,30 @@ fn the_contract_and_the_core_do_no_io() {
 }
 
 #[test]
+fn unsafe_code_only_where_audited() {
+    let hits: Vec<String> = naming(
+        &[
+            "core/src",
+            "schemas/src",
+            "runtime/src",
+            "processor/src",
+            "reconciler/src",
+            "harness/src",
+            "loadgen/src",
+        ],
+        &["unsafe ", "unsafe_code"],
+    )
+    .into_iter()
+    .filter(|h| !h.contains("runtime/src/memory.rs"))
+    .collect();
+    assert!(
+        hits.is_empty(),
+        "unsafe outside runtime/src/memory.rs:\n{}",
+        hits.join("\n")
+    );
+}
+
+#[test]
 fn each_service_names_rocksdb_in_its_store_only() {
     for (dir, store) in [
         ("processor/src", "processor/src/store.rs"),

@@ -64,7 +64,12 @@ fn pending_events_during_a_long_home_cut_stay_out_of_memory() {
     );
     let toml = c.processor_config("a", 0).state_dir.with_extension("toml");
     std::fs::write(&toml, format!("store_memtable_mb = {MEMTABLE_MB}\n")).unwrap();
-    let mut a = ChildProcessor::spawn(&cfg, &[("RF_CONFIG", toml.to_str().unwrap())]).unwrap();
+    let arenas = std::env::var("RF_TEST_ARENAS").unwrap_or_default();
+    let mut env = vec![("RF_CONFIG", toml.to_str().unwrap())];
+    if !arenas.is_empty() {
+        env.push(("MALLOC_ARENA_MAX", arenas.as_str()));
+    }
+    let mut a = ChildProcessor::spawn(&cfg, &env).unwrap();
     let http: SocketAddr = cfg.http_addr.parse().unwrap();
     c.start_processor("b", 0);
     c.start_reconciler();
