@@ -75,8 +75,14 @@ impl Engine {
         self.stats.counters.aborts.inc();
         self.in_txn = false;
         self.offsets.clear();
-        // The aborted events' pending copies go with the partitions' re-adoption below
-        // (or `forget`), which reloads what the log holds.
+        // The view drops what it changed since its last checkpoint, the aborted events'
+        // pending copies with it, so no later batch (a final commit after a failed
+        // re-adoption) can persist them; the re-adoption below (or `forget`) reloads every
+        // partition's view from its checkpoint and the log.
+        for p in self.folds.keys().copied().collect::<Vec<_>>() {
+            self.stats.view.revoked(p);
+            self.follow_seen.remove(&p);
+        }
         let fenced = cause.is_fenced();
         let aborted = if fenced {
             Err(cause)
