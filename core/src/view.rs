@@ -777,6 +777,20 @@ mod tests {
         assert_eq!(available(v.view("item")), 7);
     }
 
+    /// An inventory op of the property tests: stock, or a reservation or release of order `o`.
+    fn inventory_op(o: u8, q: i64, kind: u8) -> Op {
+        match kind {
+            0 => Op::StockAdd { qty: q },
+            1 => Op::Reserve {
+                order_id: format!("o{o}"),
+                qty: q,
+            },
+            _ => Op::Release {
+                order_id: format!("o{o}"),
+            },
+        }
+    }
+
     /// The store, as a test sees it: pending events by (partition, key, hlc).
     #[derive(Clone, Default)]
     struct MemLog(std::sync::Arc<std::sync::Mutex<Stored>>);
@@ -870,11 +884,7 @@ mod tests {
         fn a_view_over_a_log_equals_one_in_memory(
             steps in proptest::collection::vec((0u8..4, 0u8..8, 1i64..5, 0u8..3), 0..80),
         ) {
-            let op = |o: u8, q: i64, kind: u8| match kind {
-                0 => Op::StockAdd { qty: q },
-                1 => Op::Reserve { order_id: format!("o{o}"), qty: q },
-                _ => Op::Release { order_id: format!("o{o}") },
-            };
+            let op = inventory_op;
             let log = MemLog::default();
             let mut mem = RegionalView::new("a");
             let mut logged = RegionalView::new("a").with_pending_log(Box::new(log.clone()));
@@ -930,11 +940,7 @@ mod tests {
         fn admission_view_decides_as_the_whole_view(
             steps in proptest::collection::vec((0u8..3, 0u8..8, 1i64..5, 0u8..3), 0..80),
         ) {
-            let op = |o: u8, q: i64, kind: u8| match kind {
-                0 => Op::StockAdd { qty: q },
-                1 => Op::Reserve { order_id: format!("o{o}"), qty: q },
-                _ => Op::Release { order_id: format!("o{o}") },
-            };
+            let op = inventory_op;
             let mut v = RegionalView::new("a");
             let mut st = None;
             let mut t = 10;

@@ -38,6 +38,23 @@ fn read_all<T>(
     Ok(out)
 }
 
+/// Every key's full state, as any reader of `reconciled` rebuilds it (its records carry a
+/// bounded summary): the fold of the records' events by outcome.
+pub fn reconciled_states(c: &Cluster) -> Result<HashMap<String, AggState>, String> {
+    let mut folded: HashMap<String, Option<AggState>> = HashMap::new();
+    for (_, r) in read_reconciled(c)? {
+        apply_reconciled(
+            folded.entry(r.event.key.clone()).or_default(),
+            &r.event,
+            r.outcome,
+        );
+    }
+    Ok(folded
+        .into_iter()
+        .filter_map(|(k, s)| Some((k, s?)))
+        .collect())
+}
+
 pub fn read_reconciled(c: &Cluster) -> Result<Vec<(i32, ReconciledEvent)>, String> {
     read_all(&c.home.bootstrap(), "reconciled", c.partitions, |_, b| {
         Codec::reconciled().decode(b).ok()

@@ -9,12 +9,9 @@
 //!
 //! Needs root and iproute2 (`ip netns`); without them the test fails saying so.
 use prometheus::core::Metric;
-use rf_core::aggregate::apply_reconciled;
-use rf_core::AggState;
-use rf_harness::check::{check, first_difference, read_reconciled, topic_bytes};
+use rf_harness::check::{check, first_difference, reconciled_states, topic_bytes};
 use rf_harness::cluster::Cluster;
 use rf_harness::workload::{generate, Publisher, Workload};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 fn lag_ms(c: &Cluster, region: &str) -> i64 {
@@ -174,20 +171,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     }
 
     // Every region's view converges to the reconciled state.
-    // The full states, as any reader of `reconciled` rebuilds them (its records carry a
-    // bounded summary): the fold of the records' events by outcome.
-    let mut folded: HashMap<String, Option<AggState>> = HashMap::new();
-    for (_, r) in read_reconciled(&c).unwrap() {
-        apply_reconciled(
-            folded.entry(r.event.key.clone()).or_default(),
-            &r.event,
-            r.outcome,
-        );
-    }
-    let final_state: HashMap<String, AggState> = folded
-        .into_iter()
-        .filter_map(|(k, s)| Some((k, s?)))
-        .collect();
+    let final_state = reconciled_states(&c).unwrap();
     c.wait_until(
         Duration::from_secs(60),
         "every region's view to converge",

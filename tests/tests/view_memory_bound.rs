@@ -7,10 +7,8 @@
 //! the store's bounded parts stays within a few MB from a third of the way in to the end,
 //! and its peak under the bound its configuration implies; after the heal every
 //! region's view equals the reconciled state, key by key, with nothing pending.
-use rf_core::aggregate::apply_reconciled;
-use rf_core::AggState;
 use rf_harness::broker::free_port;
-use rf_harness::check::read_reconciled;
+use rf_harness::check::reconciled_states;
 use rf_harness::cluster::Cluster;
 use rf_harness::http_client::{get, sample};
 use rf_harness::netns::PortBlock;
@@ -174,17 +172,10 @@ fn pending_events_during_a_long_home_cut_stay_out_of_memory() {
         "reconciled caught up {:.1} s after the heal",
         healed.elapsed().as_secs_f64()
     );
-    let mut folded: HashMap<String, Option<AggState>> = HashMap::new();
-    for (_, r) in read_reconciled(&c).unwrap() {
-        apply_reconciled(
-            folded.entry(r.event.key.clone()).or_default(),
-            &r.event,
-            r.outcome,
-        );
-    }
-    let want_state: HashMap<String, serde_json::Value> = folded
+    let want_state: HashMap<String, serde_json::Value> = reconciled_states(&c)
+        .unwrap()
         .into_iter()
-        .filter_map(|(k, s)| Some((k, serde_json::from_str(&s?.to_json()).unwrap())))
+        .map(|(k, s)| (k, serde_json::from_str(&s.to_json()).unwrap()))
         .collect();
     // Region a through its `/state` (a separate process), region b in process.
     let differs_in_a = || -> Vec<String> {
