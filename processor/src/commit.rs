@@ -233,6 +233,11 @@ impl Engine {
                 .with_label_values(&[region, part])
                 .set(v as i64);
         }
+        for (part, v) in rf_runtime::memory::heap().parts() {
+            m.heap_bytes
+                .with_label_values(&[region, part])
+                .set(v as i64);
+        }
     }
 
     /// After an abort: the log, as readers see it, is the truth. Restore every owned

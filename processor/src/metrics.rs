@@ -66,6 +66,7 @@ pub struct ProcessorMetrics {
     pub rocksdb_live_sst_bytes: IntGaugeVec,
     pub rocksdb_pending_compaction_bytes: IntGaugeVec,
     pub rocksdb_memory_bytes: IntGaugeVec,
+    pub heap_bytes: IntGaugeVec,
     pub ready: IntGaugeVec,
     pub view_pending_events: IntGaugeVec,
     pub view_catching_up: IntGaugeVec,
@@ -140,6 +141,12 @@ impl ProcessorMetrics {
                 &r,
                 "rf_rocksdb_memory_bytes",
                 "Memory the state store holds, by part: memtables, table_readers (index and filter blocks, which grow with the ids of the dedup window), block_cache (data blocks, bounded by store_block_cache_mb)",
+                &["region", "part"],
+            ),
+            heap_bytes: gauge(
+                &r,
+                "rf_heap_bytes",
+                "What the allocators hold, by part: glibc_in_use (RocksDB and librdkafka, the store's parts above included), glibc_free (kept by glibc, fragmentation), rust_committed (mimalloc: every Rust allocation, in use or cached)",
                 &["region", "part"],
             ),
             ready: gauge(

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub owned: prometheus::IntGauge,
     /// What the checkpoint store holds in memory, by part (RocksDB's figures).
     pub store_memory: IntGaugeVec,
+    pub heap: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -126,6 +127,14 @@ impl Default for Metrics {
             &["part"],
         )
         .expect("valid gauge");
+        let heap = IntGaugeVec::new(
+            Opts::new(
+                "rf_reconciler_heap_bytes",
+                "What the allocators hold, by part: glibc_in_use (RocksDB and librdkafka, the store's parts included), glibc_free (kept by glibc, fragmentation), rust_committed (mimalloc: every Rust allocation, in use or cached)",
+            ),
+            &["part"],
+        )
+        .expect("valid gauge");
         // Every kind exists from the start (at 0), so dashboards and alerts find the series.
         for kind in rf_schemas::ConflictKind::SYMBOLS {
             conflicts.with_label_values(&[kind]);
@@ -144,6 +153,7 @@ impl Default for Metrics {
             Box::new(paused.clone()),
             Box::new(owned.clone()),
             Box::new(store_memory.clone()),
+            Box::new(heap.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -162,6 +172,7 @@ impl Default for Metrics {
             paused,
             owned,
             store_memory,
+            heap,
         }
     }
 }

@@ -484,6 +484,13 @@ impl Reconciler {
                 .with_label_values(&[part])
                 .set(v as i64);
         }
+        for (part, v) in rf_runtime::memory::heap().parts() {
+            self.stats
+                .metrics
+                .heap
+                .with_label_values(&[part])
+                .set(v as i64);
+        }
         let s = &self.stats;
         s.reconciled.fetch_add(n_rec, Ordering::Relaxed);
         s.conflicts.fetch_add(n_con, Ordering::Relaxed);

@@ -20,6 +20,13 @@ fn the_soak_measures_every_phase() {
             "no RSS read: {p:?}"
         );
         assert!(p.processor_restart_secs > 0.0, "{p:?}");
+        assert_eq!(p.processors.len(), 2, "{p:?}");
+        for m in &p.processors {
+            assert!(
+                m.store_kb() > 0 && m.glibc_in_use_kb > 0 && m.rust_kb > 0,
+                "a processor's memory not broken down: {m:?}"
+            );
+        }
         assert!(p.restart_secs > 0.0, "{p:?}");
     }
     eprintln!("{}", soak::summary(&phases));

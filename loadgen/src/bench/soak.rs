@@ -51,12 +51,91 @@ pub struct Phase {
     pub steady_rss_kb: u64,
     /// The larger of the two processors' resident memory before the restarts, kB.
     pub processor_rss_kb: u64,
-    /// Region a's processor's state store share (RocksDB's memtables, table readers and
-    /// block cache), kB.
-    pub processor_store_kb: u64,
+    /// Each processor's memory, broken down, in region order.
+    pub processors: Vec<ProcessorMemory>,
     /// kill -9 of region a's processor, restart, one new event of a: seconds until it is
     /// reconciled (the broker's group rejoin is most of it on Tansu).
     pub processor_restart_secs: f64,
+}
+
+/// One processor's memory after a phase, kB: its resident memory, its store's accounted
+/// parts and what the two allocators hold (`rf_heap_bytes`; glibc's in-use part includes the
+/// store's memtables and table readers, and the block cache).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessorMemory {
+    pub rss_kb: u64,
+    pub memtables_kb: u64,
+    pub table_readers_kb: u64,
+    pub block_cache_kb: u64,
+    pub glibc_in_use_kb: u64,
+    pub glibc_free_kb: u64,
+    pub rust_kb: u64,
+}
+
+impl ProcessorMemory {
+    /// The store's accounted parts together, kB.
+    pub fn store_kb(&self) -> u64 {
+        self.memtables_kb + self.table_readers_kb + self.block_cache_kb
+    }
+
+    /// Resident memory outside the store's accounted parts, kB.
+    pub fn outside_store_kb(&self) -> u64 {
+        self.rss_kb.saturating_sub(self.store_kb())
+    }
+
+    fn read(pid: u32, cfg: &rf_processor::Config) -> ProcessorMemory {
+        let mut m = ProcessorMemory {
+            rss_kb: rss_kb(pid),
+            ..Default::default()
+        };
+        let Ok(addr) = cfg.http_addr.parse::<std::net::SocketAddr>() else {
+            return m;
+        };
+        let Ok((_, text)) = get(addr, "/metrics") else {
+            return m;
+        };
+        let kb = |series: &str, part: &str| {
+            sample(
+                &text,
+                &format!("{series}{{part=\"{part}\",region=\"{}\"}}", cfg.region),
+            )
+            .unwrap_or(0.0) as u64
+                / 1024
+        };
+        m.memtables_kb = kb("rf_rocksdb_memory_bytes", "memtables");
+        m.table_readers_kb = kb("rf_rocksdb_memory_bytes", "table_readers");
+        m.block_cache_kb = kb("rf_rocksdb_memory_bytes", "block_cache");
+        m.glibc_in_use_kb = kb("rf_heap_bytes", "glibc_in_use");
+        m.glibc_free_kb = kb("rf_heap_bytes", "glibc_free");
+        m.rust_kb = kb("rf_heap_bytes", "rust_committed");
+        m
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "RSS {} kB = store {} kB (memtables {}, table readers {}, block cache {}) + {} kB outside; heap: glibc in use {} kB, glibc free {} kB, Rust {} kB",
+            self.rss_kb,
+            self.store_kb(),
+            self.memtables_kb,
+            self.table_readers_kb,
+            self.block_cache_kb,
+            self.outside_store_kb(),
+            self.glibc_in_use_kb,
+            self.glibc_free_kb,
+            self.rust_kb
+        )
+    }
+}
+
+impl Phase {
+    /// The larger of the processors' resident memory outside their stores' accounted parts.
+    pub fn processor_outside_store_kb(&self) -> u64 {
+        self.processors
+            .iter()
+            .map(ProcessorMemory::outside_store_kb)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// How long the restarted reconciler runs under live input before its steady RSS is read.
@@ -108,19 +187,6 @@ fn memory_kb(addr: std::net::SocketAddr, series: impl Fn(&str) -> String) -> u64
 fn ready(port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     get(addr, "/ready").is_ok_and(|(status, _)| status == 200)
-}
-
-/// A processor's state store memory as it reports it, kB.
-fn processor_store_kb(cfg: &rf_processor::Config) -> u64 {
-    let Ok(addr) = cfg.http_addr.parse::<std::net::SocketAddr>() else {
-        return 0;
-    };
-    memory_kb(addr, |p| {
-        format!(
-            "rf_rocksdb_memory_bytes{{part=\"{p}\",region=\"{}\"}}",
-            cfg.region
-        )
-    })
 }
 
 /// Live input: `rate` events per second, in chunks every 100 ms, until `stop`.
@@ -280,12 +346,11 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
         next_id += steady;
         wait_reconciled(&mut r, port, 1 + steady as u64, Duration::from_secs(120))?;
         let steady_rss = rss_kb(r.pid());
-        let processor_rss = procs
+        let processors: Vec<ProcessorMemory> = procs
             .iter()
-            .map(|(p, _)| rss_kb(p.pid()))
-            .max()
-            .unwrap_or(0);
-        let processor_store = processor_store_kb(&procs[0].1);
+            .map(|(p, cfg)| ProcessorMemory::read(p.pid(), cfg))
+            .collect();
+        let processor_rss = processors.iter().map(|m| m.rss_kb).max().unwrap_or(0);
         // The processor of region a: kill -9, restart, one new event of a reconciled.
         let base = reconciled(port);
         let (pa, pcfg) = &mut procs[0];
@@ -326,13 +391,16 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
             restart_secs,
             steady_rss_kb: steady_rss,
             processor_rss_kb: processor_rss,
-            processor_store_kb: processor_store,
+            processors,
             processor_restart_secs,
         };
         println!(
-            "   history {:>9} events: catch-up {:>7.0} ev/s with live input at {:>6.0} ev/s ({:.1}x; backlog built at {:>6.0} ev/s), RSS after it {:>6} kB (store {:>6} kB), restart: ready {:>5.2} s, new event reconciled {:>5.2} s, steady RSS {:>6} kB; processors: RSS {:>6} kB (a's store {:>6} kB), restart until reconciled {:>5.2} s",
-            p.history, p.catch_up_rate, p.live_rate, p.catch_up_rate / p.live_rate.max(1.0), p.build_rate, p.rss_kb, p.store_kb, p.ready_secs, p.restart_secs, p.steady_rss_kb, p.processor_rss_kb, p.processor_store_kb, p.processor_restart_secs
+            "   history {:>9} events: catch-up {:>7.0} ev/s with live input at {:>6.0} ev/s ({:.1}x; backlog built at {:>6.0} ev/s), RSS after it {:>6} kB (store {:>6} kB), restart: ready {:>5.2} s, new event reconciled {:>5.2} s, steady RSS {:>6} kB; processor a's restart until reconciled {:>5.2} s",
+            p.history, p.catch_up_rate, p.live_rate, p.catch_up_rate / p.live_rate.max(1.0), p.build_rate, p.rss_kb, p.store_kb, p.ready_secs, p.restart_secs, p.steady_rss_kb, p.processor_restart_secs
         );
+        for (r, m) in regions.iter().zip(&p.processors) {
+            println!("     processor {r}: {}", m.line());
+        }
         out.push(p);
     }
     for (p, _) in procs.iter_mut() {
@@ -384,7 +452,7 @@ pub fn summary(phases: &[Phase]) -> String {
         return "no phase".into();
     };
     format!(
-        "history {:.1}x ({} -> {} events): reconciler RSS after the catch-up {:.2}x ({} -> {} kB), steady RSS after the restart {:.2}x ({} -> {} kB), restart {:.2}x ({:.2} -> {:.2} s), catch-up {:.1}x the live input rate in the last phase; processor RSS {:.2}x ({} -> {} kB), restart until reconciled {:.2}x ({:.2} -> {:.2} s)",
+        "history {:.1}x ({} -> {} events): reconciler RSS after the catch-up {:.2}x ({} -> {} kB), steady RSS after the restart {:.2}x ({} -> {} kB), restart {:.2}x ({:.2} -> {:.2} s), catch-up {:.1}x the live input rate in the last phase; processor RSS {:.2}x ({} -> {} kB), outside its store {:.2}x ({} -> {} kB), restart until reconciled {:.2}x ({:.2} -> {:.2} s)",
         l.history as f64 / f.history as f64,
         f.history,
         l.history,
@@ -401,6 +469,9 @@ pub fn summary(phases: &[Phase]) -> String {
         l.processor_rss_kb as f64 / f.processor_rss_kb.max(1) as f64,
         f.processor_rss_kb,
         l.processor_rss_kb,
+        l.processor_outside_store_kb() as f64 / f.processor_outside_store_kb().max(1) as f64,
+        f.processor_outside_store_kb(),
+        l.processor_outside_store_kb(),
         l.processor_restart_secs / f.processor_restart_secs.max(1e-3),
         f.processor_restart_secs,
         l.processor_restart_secs,
