@@ -28,6 +28,31 @@ pub fn bin_path(name: &str) -> Result<PathBuf, String> {
         })
 }
 
+/// The processor's command line for `cfg`: the flags, and `-X` for each librdkafka setting.
+fn processor_args(cfg: &rf_processor::Config) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--region".into(),
+        cfg.region.clone(),
+        "--bootstrap-servers".into(),
+        cfg.bootstrap_servers.clone(),
+        "--state-dir".into(),
+        cfg.state_dir.display().to_string(),
+        "--group-id".into(),
+        cfg.group_id(),
+        "--http-addr".into(),
+        cfg.http_addr.clone(),
+    ];
+    if !cfg.home_bootstrap_servers.is_empty() {
+        args.push("--home-bootstrap-servers".into());
+        args.push(cfg.home_bootstrap_servers.clone());
+    }
+    for (k, v) in &cfg.kafka {
+        args.push("-X".into());
+        args.push(format!("{k}={v}"));
+    }
+    args
+}
+
 pub struct ChildProcess {
     child: Child,
     pub log: PathBuf,
@@ -54,32 +79,28 @@ impl ChildProcess {
         env: &[(&str, &str)],
         netns: Option<&str>,
     ) -> Result<Self, String> {
-        let mut args: Vec<String> = vec![
-            "--region".into(),
-            cfg.region.clone(),
-            "--bootstrap-servers".into(),
-            cfg.bootstrap_servers.clone(),
-            "--state-dir".into(),
-            cfg.state_dir.display().to_string(),
-            "--group-id".into(),
-            cfg.group_id(),
-        ];
-        args.push("--http-addr".into());
-        args.push(cfg.http_addr.clone());
-        if !cfg.home_bootstrap_servers.is_empty() {
-            args.push("--home-bootstrap-servers".into());
-            args.push(cfg.home_bootstrap_servers.clone());
-        }
-        for (k, v) in &cfg.kafka {
-            args.push("-X".into());
-            args.push(format!("{k}={v}"));
-        }
-        Self::spawn_bin(
-            "processor",
-            &args,
+        Self::spawn_path(
+            bin_path("processor")?,
+            &processor_args(cfg),
             env,
             &cfg.state_dir.with_extension("log"),
             netns,
+        )
+    }
+
+    /// As [`ChildProcess::spawn`] with the processor binary at `bin` (another build, for a
+    /// benchmark against it). Only the command-line flags are passed, which every build has.
+    pub fn spawn_processor_binary(
+        bin: &Path,
+        cfg: &rf_processor::Config,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        Self::spawn_path(
+            bin.to_path_buf(),
+            &processor_args(cfg),
+            env,
+            &cfg.state_dir.with_extension("log"),
+            None,
         )
     }
 
@@ -111,7 +132,16 @@ impl ChildProcess {
         log: &Path,
         netns: Option<&str>,
     ) -> Result<Self, String> {
-        let bin = bin_path(name)?;
+        Self::spawn_path(bin_path(name)?, args, env, log, netns)
+    }
+
+    fn spawn_path(
+        bin: PathBuf,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+        netns: Option<&str>,
+    ) -> Result<Self, String> {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");

@@ -54,3 +54,21 @@ fn small_benchmark_measures_every_figure_and_writes_the_report() {
         );
     }
 }
+
+/// `bench --only compare`, small: one round of the passthrough and this build without and
+/// with a home cluster; every drain measured. (The documented use compares two builds.)
+#[test]
+fn small_build_comparison_measures_every_drain() {
+    let bin = rf_harness::process::bin_path("processor").unwrap();
+    let runs = rf_loadgen::bench::pipeline::compare_builds(
+        &rf_loadgen::bench::Sizes::small(),
+        std::slice::from_ref(&bin),
+        1,
+    )
+    .unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().any(|r| r.view) && runs.iter().any(|r| !r.view));
+    for r in &runs {
+        assert!(r.rate > 0.0 && r.ratio > 0.0, "{r:?}");
+    }
+}

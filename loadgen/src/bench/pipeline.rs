@@ -669,3 +669,146 @@ fn report(s: &Sizes, r: &mut Report, limit: &Measured, ours: &Measured, peer: &M
         format!("{} samples, {at}; {}", peer.latency_n, peer.latency_note),
     );
 }
+
+/// One processor build's drain in [`compare_builds`].
+#[derive(Debug, Clone)]
+pub struct BuildRun {
+    pub round: usize,
+    pub build: String,
+    /// With the home cluster configured (the follower and the view's pending events).
+    pub view: bool,
+    pub rate: f64,
+    /// Against the passthrough of the same round.
+    pub ratio: f64,
+}
+
+/// Processor builds against each other and the passthrough on one input, alternating in
+/// each of `rounds` (passthrough, then each build without and with the home cluster), so a
+/// regression is measured in one run on one machine state. The input is published once;
+/// every drain starts from its beginning with a fresh group, state and output topic. With
+/// the home cluster (the same broker, `reconciled` empty: no reconciler runs) every own event
+/// stays pending, the view's worst case. `bench --only compare --builds A,B`.
+pub fn compare_builds(
+    s: &Sizes,
+    builds: &[std::path::PathBuf],
+    rounds: usize,
+) -> Result<Vec<BuildRun>, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    println!(
+        "== processor builds against each other and the passthrough: {rounds} rounds, {} builds",
+        builds.len()
+    );
+    let broker = Broker::start("compare")?;
+    let bs = broker.bootstrap();
+    let runs = rounds * builds.len() * 2;
+    let mut topics = vec![
+        INPUT.to_string(),
+        "passthrough.out".into(),
+        "reconciled".into(),
+    ];
+    for n in 0..runs {
+        topics.push(format!("history-{n}"));
+        topics.push(format!("dlq-{n}"));
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    broker.create_topics(&names, PARTITIONS)?;
+    let recs = mix::records(s.events, s.keys, 1);
+    let p = Publisher::new(std::slice::from_ref(&bs))?;
+    p.send(&recs, |_| {});
+    let total = input_end(&p.flush()?);
+    drop((p, recs));
+    println!("   {} records published", thousands(total as f64));
+    let mut out = Vec::new();
+    let mut n = 0;
+    for round in 0..rounds {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b2, st2) = (bs.clone(), stop.clone());
+        let group = format!("compare-pass-{round}");
+        let g2 = group.clone();
+        let th = std::thread::spawn(move || passthrough(&b2, "passthrough.out", &g2, st2));
+        let watch = GroupWatch::new(&bs, &group)?;
+        let pass = drain_rate(&watch, total, "passthrough", &mut || {
+            if th.is_finished() {
+                return Err("passthrough stopped".into());
+            }
+            Ok(())
+        })?;
+        stop.store(true, Ordering::Relaxed);
+        th.join()
+            .map_err(|_| "passthrough panicked".to_string())??;
+        println!("   round {round}: passthrough {pass:>9.0} ev/s");
+        for bin in builds {
+            for view in [false, true] {
+                let state_dir = dir.path().join(format!("p{n}"));
+                let file = dir.path().join(format!("p{n}.toml"));
+                std::fs::write(
+                    &file,
+                    format!(
+                        "history_topic = \"history-{n}\"\ndlq_topic = \"dlq-{n}\"\ncommit_interval_ms = {COMMIT_MS}\n"
+                    ),
+                )
+                .map_err(|e| e.to_string())?;
+                let cfg = rf_processor::Config {
+                    region: "bench".into(),
+                    bootstrap_servers: bs.clone(),
+                    group_id: format!("compare-{n}"),
+                    state_dir,
+                    http_addr: format!("127.0.0.1:{}", free_port()),
+                    home_bootstrap_servers: if view { bs.clone() } else { String::new() },
+                    ..Default::default()
+                };
+                let conf = file.display().to_string();
+                let mut child =
+                    ChildProcess::spawn_processor_binary(bin, &cfg, &[("RF_CONFIG", &conf)])?;
+                let watch = GroupWatch::new(&bs, &cfg.group_id())?;
+                let rate = drain_rate(&watch, total, "processor", &mut || match child.exited() {
+                    Some(st) => Err(format!("processor exited ({st}):\n{}", child.log_tail(20))),
+                    None => Ok(()),
+                })?;
+                child.kill9();
+                let build = bin
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .map_or_else(|| bin.display().to_string(), |d| d.to_string_lossy().into());
+                let run = BuildRun {
+                    round,
+                    build,
+                    view,
+                    rate,
+                    ratio: rate / pass,
+                };
+                println!(
+                    "   round {round}: {:<12} {:<14} {:>9.0} ev/s ({:.2}x the passthrough)",
+                    run.build,
+                    if view { "with the view" } else { "without" },
+                    run.rate,
+                    run.ratio
+                );
+                out.push(run);
+                n += 1;
+            }
+        }
+    }
+    for bin in builds {
+        for view in [false, true] {
+            let mine: Vec<&BuildRun> = out
+                .iter()
+                .filter(|r| {
+                    r.view == view
+                        && bin
+                            .parent()
+                            .and_then(|d| d.file_name())
+                            .is_some_and(|d| d.to_string_lossy() == r.build)
+                })
+                .collect();
+            let mean = mine.iter().map(|r| r.ratio).sum::<f64>() / mine.len().max(1) as f64;
+            println!(
+                "   {} {}: mean {mean:.3}x the passthrough over {} rounds",
+                bin.display(),
+                if view { "with the view" } else { "without" },
+                mine.len()
+            );
+        }
+    }
+    Ok(out)
+}

@@ -269,14 +269,42 @@ fn wait_reconciled(
 /// Run the phases: `phases` are the history sizes (cumulative), `keys` the key space.
 /// `live_rate`: events per second arriving while the reconciler catches up.
 pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, String> {
+    run_with(keys, phases, live_rate, |_| {})
+}
+
+/// As [`run`], with the processors' configuration changed by `processor` (the store's
+/// memory budget, for one): settings a child takes from a TOML file (`RF_CONFIG`).
+pub fn run_with(
+    keys: usize,
+    phases: &[usize],
+    live_rate: f64,
+    processor: impl Fn(&mut rf_processor::Config),
+) -> Result<Vec<Phase>, String> {
     let regions = ["a", "b"];
     let mut c = Cluster::start(&regions, 4)?;
     // The processors run as child processes too, so their memory and restart are measured.
     let mut procs = Vec::new();
+    let mut tuned = rf_processor::Config::default();
+    processor(&mut tuned);
+    println!(
+        "   processors: store_memtable_mb {}, store_block_cache_mb {}",
+        tuned.store_memtable_mb, tuned.store_block_cache_mb
+    );
+    let file = c.dir.path().join("soak-processor.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "store_memtable_mb = {}\nstore_block_cache_mb = {}\n",
+            tuned.store_memtable_mb, tuned.store_block_cache_mb
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let conf = file.display().to_string();
+    let env = [("RF_CONFIG", conf.as_str())];
     for r in regions {
         let mut pcfg = c.processor_config(r, 0);
         pcfg.http_addr = format!("127.0.0.1:{}", free_port());
-        procs.push((ChildProcess::spawn(&pcfg, &[])?, pcfg));
+        procs.push((ChildProcess::spawn(&pcfg, &env)?, pcfg));
     }
     let port = free_port();
     let mut cfg = c.reconciler_config();
@@ -356,7 +384,7 @@ pub fn run(keys: usize, phases: &[usize], live_rate: f64) -> Result<Vec<Phase>, 
         let (pa, pcfg) = &mut procs[0];
         pa.kill9();
         let t = Instant::now();
-        *pa = ChildProcess::spawn(pcfg, &[])?;
+        *pa = ChildProcess::spawn(pcfg, &env)?;
         let mut one = counter_events(next_id, next_id + 1, keys, 2);
         one[0].region = 0;
         next_id += 1;

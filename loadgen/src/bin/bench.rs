@@ -22,6 +22,12 @@ struct Args {
     /// Only these parts: micro, merge, pipeline (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// With `--only compare`: processor binaries (each in its own directory, named by it)
+    /// drained in turn against the passthrough, alternating, `--rounds` times. Prints only.
+    #[arg(long, value_delimiter = ',')]
+    builds: Vec<std::path::PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 fn main() -> Result<(), String> {
@@ -31,6 +37,13 @@ fn main() -> Result<(), String> {
     } else {
         Sizes::full()
     };
+    if args.only.iter().any(|o| o == "compare") {
+        if args.builds.is_empty() {
+            return Err("--only compare needs --builds".into());
+        }
+        bench::pipeline::compare_builds(&sizes, &args.builds, args.rounds)?;
+        return Ok(());
+    }
     let wanted = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
     let mut report = Report::default();
     report.context.push(format!(

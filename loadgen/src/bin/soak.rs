@@ -17,6 +17,13 @@ struct Args {
     /// cut: the catch-up is compared with it. Default: the month-long deployment's rate.
     #[arg(long, default_value_t = 10_000.0)]
     live_rate: f64,
+    /// The processors' `store_memtable_mb` (default: theirs). A budget the first phase
+    /// already fills shows growth with the history apart from the store's warm-up.
+    #[arg(long)]
+    processor_memtable_mb: Option<u64>,
+    /// The processors' `store_block_cache_mb` (default: theirs).
+    #[arg(long)]
+    processor_block_cache_mb: Option<u64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,7 +33,14 @@ fn main() -> std::process::ExitCode {
         "== reconciler soak: {} keys, history {:?} events, live input {} ev/s during each catch-up, 2 regions on Tansu",
         args.keys, args.events, args.live_rate
     );
-    match rf_loadgen::bench::soak::run(args.keys, &args.events, args.live_rate) {
+    match rf_loadgen::bench::soak::run_with(args.keys, &args.events, args.live_rate, |cfg| {
+        if let Some(mb) = args.processor_memtable_mb {
+            cfg.store_memtable_mb = mb;
+        }
+        if let Some(mb) = args.processor_block_cache_mb {
+            cfg.store_block_cache_mb = mb;
+        }
+    }) {
         Ok(phases) => {
             println!("== {}", rf_loadgen::bench::soak::summary(&phases));
             std::process::ExitCode::SUCCESS
