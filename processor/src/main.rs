@@ -55,8 +55,7 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    rf_runtime::memory::limit_malloc_arenas();
-    rf_runtime::memory::trim_periodically(std::time::Duration::from_secs(10));
+    rf_runtime::memory::init();
     rf_runtime::logging::init("info");
     let args = Args::parse();
     if let Err(e) = rf_processor::failpoints::install_from_env() {

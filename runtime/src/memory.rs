@@ -1,5 +1,15 @@
 //! Process-wide memory settings, applied first thing in each binary's `main`.
 
+/// What each binary's `main` calls first: two glibc arenas (`limit_malloc_arenas`), and
+/// glibc's free memory given back every `TRIM_EVERY` (`trim_periodically`).
+pub fn init() {
+    limit_malloc_arenas();
+    trim_periodically(TRIM_EVERY);
+}
+
+/// How often `init`'s trim thread looks at glibc's free memory.
+pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Two glibc malloc arenas instead of up to eight per core. Rust code allocates through
 /// mimalloc, but RocksDB and librdkafka (C and C++) use glibc's malloc, whose per-thread
 /// arenas keep freed memtable and compaction buffers fragmented: with the default, a
