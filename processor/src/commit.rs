@@ -233,11 +233,15 @@ impl Engine {
                 .with_label_values(&[region, part])
                 .set(v as i64);
         }
-        for (part, v) in rf_runtime::memory::heap().parts() {
+        let heap = rf_runtime::memory::sampled();
+        for (part, v) in heap.parts() {
             m.heap_bytes
                 .with_label_values(&[region, part])
                 .set(v as i64);
         }
+        m.heap_trim_micros
+            .with_label_values(&[region])
+            .set(heap.trim_micros as i64);
     }
 
     /// After an abort: the log, as readers see it, is the truth. Restore every owned

@@ -67,6 +67,7 @@ pub struct ProcessorMetrics {
     pub rocksdb_pending_compaction_bytes: IntGaugeVec,
     pub rocksdb_memory_bytes: IntGaugeVec,
     pub heap_bytes: IntGaugeVec,
+    pub heap_trim_micros: IntGaugeVec,
     pub ready: IntGaugeVec,
     pub view_pending_events: IntGaugeVec,
     pub view_catching_up: IntGaugeVec,
@@ -148,6 +149,12 @@ impl ProcessorMetrics {
                 "rf_heap_bytes",
                 "What the allocators hold, by part: glibc_in_use (RocksDB and librdkafka, the store's parts above included), glibc_free (kept by glibc, fragmentation), rust_committed (mimalloc: every Rust allocation, in use or cached)",
                 &["region", "part"],
+            ),
+            heap_trim_micros: gauge(
+                &r,
+                "rf_heap_trim_microseconds",
+                "Time spent giving glibc's free memory back (malloc_trim, every 10 s; it holds the arena locks), in all since start",
+                &["region"],
             ),
             ready: gauge(
                 &r,

@@ -34,6 +34,7 @@ pub struct Metrics {
     /// What the checkpoint store holds in memory, by part (RocksDB's figures).
     pub store_memory: IntGaugeVec,
     pub heap: IntGaugeVec,
+    pub heap_trim_micros: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -135,6 +136,11 @@ impl Default for Metrics {
             &["part"],
         )
         .expect("valid gauge");
+        let heap_trim_micros = prometheus::IntGauge::new(
+            "rf_reconciler_heap_trim_microseconds",
+            "Time spent giving glibc's free memory back (malloc_trim, every 10 s; it holds the arena locks), in all since start",
+        )
+        .expect("valid gauge");
         // Every kind exists from the start (at 0), so dashboards and alerts find the series.
         for kind in rf_schemas::ConflictKind::SYMBOLS {
             conflicts.with_label_values(&[kind]);
@@ -154,6 +160,7 @@ impl Default for Metrics {
             Box::new(owned.clone()),
             Box::new(store_memory.clone()),
             Box::new(heap.clone()),
+            Box::new(heap_trim_micros.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -173,6 +180,7 @@ impl Default for Metrics {
             owned,
             store_memory,
             heap,
+            heap_trim_micros,
         }
     }
 }

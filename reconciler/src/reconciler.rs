@@ -484,13 +484,18 @@ impl Reconciler {
                 .with_label_values(&[part])
                 .set(v as i64);
         }
-        for (part, v) in rf_runtime::memory::heap().parts() {
+        let heap = rf_runtime::memory::sampled();
+        for (part, v) in heap.parts() {
             self.stats
                 .metrics
                 .heap
                 .with_label_values(&[part])
                 .set(v as i64);
         }
+        self.stats
+            .metrics
+            .heap_trim_micros
+            .set(heap.trim_micros as i64);
         let s = &self.stats;
         s.reconciled.fetch_add(n_rec, Ordering::Relaxed);
         s.conflicts.fetch_add(n_con, Ordering::Relaxed);

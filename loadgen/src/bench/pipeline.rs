@@ -674,6 +674,7 @@ fn report(s: &Sizes, r: &mut Report, limit: &Measured, ours: &Measured, peer: &M
 #[derive(Debug, Clone)]
 pub struct BuildRun {
     pub round: usize,
+    /// The binary's path, as given.
     pub build: String,
     /// With the home cluster configured (the follower and the view's pending events).
     pub view: bool,
@@ -682,8 +683,9 @@ pub struct BuildRun {
     pub ratio: f64,
 }
 
-/// Processor builds against each other and the passthrough on one input, alternating in
-/// each of `rounds` (passthrough, then each build without and with the home cluster), so a
+/// Processor builds against each other and the passthrough on one input, in each of `rounds`
+/// (passthrough, then each build without and with the home cluster; every other round the
+/// builds in reverse order), so a
 /// regression is measured in one run on one machine state. The input is published once;
 /// every drain starts from its beginning with a fresh group, state and output topic. With
 /// the home cluster (the same broker, `reconciled` empty: no reconciler runs) every own event
@@ -693,6 +695,10 @@ pub fn compare_builds(
     builds: &[std::path::PathBuf],
     rounds: usize,
 ) -> Result<Vec<BuildRun>, String> {
+    let distinct: std::collections::BTreeSet<_> = builds.iter().collect();
+    if distinct.len() != builds.len() {
+        return Err("--builds names one binary twice".into());
+    }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     println!(
         "== processor builds against each other and the passthrough: {rounds} rounds, {} builds",
@@ -737,7 +743,14 @@ pub fn compare_builds(
         th.join()
             .map_err(|_| "passthrough panicked".to_string())??;
         println!("   round {round}: passthrough {pass:>9.0} ev/s");
-        for bin in builds {
+        // Every other round in reverse order, so drift over the run (the broker's growing
+        // log, the page cache) does not always count against the same build.
+        let order: Vec<&std::path::PathBuf> = if round % 2 == 0 {
+            builds.iter().collect()
+        } else {
+            builds.iter().rev().collect()
+        };
+        for bin in order {
             for view in [false, true] {
                 let state_dir = dir.path().join(format!("p{n}"));
                 let file = dir.path().join(format!("p{n}.toml"));
@@ -766,10 +779,7 @@ pub fn compare_builds(
                     None => Ok(()),
                 })?;
                 child.kill9();
-                let build = bin
-                    .parent()
-                    .and_then(|d| d.file_name())
-                    .map_or_else(|| bin.display().to_string(), |d| d.to_string_lossy().into());
+                let build = bin.display().to_string();
                 let run = BuildRun {
                     round,
                     build,
@@ -778,7 +788,7 @@ pub fn compare_builds(
                     ratio: rate / pass,
                 };
                 println!(
-                    "   round {round}: {:<12} {:<14} {:>9.0} ev/s ({:.2}x the passthrough)",
+                    "   round {round}: {} {:<14} {:>9.0} ev/s ({:.2}x the passthrough)",
                     run.build,
                     if view { "with the view" } else { "without" },
                     run.rate,
@@ -793,13 +803,7 @@ pub fn compare_builds(
         for view in [false, true] {
             let mine: Vec<&BuildRun> = out
                 .iter()
-                .filter(|r| {
-                    r.view == view
-                        && bin
-                            .parent()
-                            .and_then(|d| d.file_name())
-                            .is_some_and(|d| d.to_string_lossy() == r.build)
-                })
+                .filter(|r| r.view == view && r.build == bin.display().to_string())
                 .collect();
             let mean = mine.iter().map(|r| r.ratio).sum::<f64>() / mine.len().max(1) as f64;
             println!(

@@ -22,8 +22,8 @@ struct Args {
     /// Only these parts: micro, merge, pipeline (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// With `--only compare`: processor binaries (each in its own directory, named by it)
-    /// drained in turn against the passthrough, alternating, `--rounds` times. Prints only.
+    /// With `--only compare`: processor binaries drained in turn against the passthrough,
+    /// `--rounds` times (every other round in reverse order). Prints only.
     #[arg(long, value_delimiter = ',')]
     builds: Vec<std::path::PathBuf>,
     #[arg(long, default_value_t = 3)]
@@ -38,8 +38,8 @@ fn main() -> Result<(), String> {
         Sizes::full()
     };
     if args.only.iter().any(|o| o == "compare") {
-        if args.builds.is_empty() {
-            return Err("--only compare needs --builds".into());
+        if args.builds.is_empty() || args.only.len() > 1 {
+            return Err("--only compare runs alone and needs --builds".into());
         }
         bench::pipeline::compare_builds(&sizes, &args.builds, args.rounds)?;
         return Ok(());
