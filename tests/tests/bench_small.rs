@@ -55,8 +55,9 @@ fn small_benchmark_measures_every_figure_and_writes_the_report() {
     }
 }
 
-/// `bench --only compare`, small: one round of the passthrough and this build without and
-/// with a home cluster; every drain measured. (The documented use compares two builds.)
+/// `bench --only compare`, small: one round of the passthrough and this build in each mode
+/// (no view; the view with nothing reconciled; the view with a reconciler); every drain
+/// measured. (The documented use compares two builds.)
 #[test]
 fn small_build_comparison_measures_every_drain() {
     let bin = rf_harness::process::bin_path("processor").unwrap();
@@ -66,8 +67,13 @@ fn small_build_comparison_measures_every_drain() {
         1,
     )
     .unwrap();
-    assert_eq!(runs.len(), 2, "{runs:?}");
-    assert!(runs.iter().any(|r| r.view) && runs.iter().any(|r| !r.view));
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for mode in rf_loadgen::bench::pipeline::Mode::ALL {
+        assert!(
+            runs.iter().any(|r| r.mode == mode),
+            "{mode:?} not run: {runs:?}"
+        );
+    }
     for r in &runs {
         assert!(r.rate > 0.0 && r.ratio > 0.0, "{r:?}");
     }

@@ -670,26 +670,52 @@ fn report(s: &Sizes, r: &mut Report, limit: &Measured, ours: &Measured, peer: &M
     );
 }
 
+/// How a processor runs in [`compare_builds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No home cluster: no view, no pending events.
+    NoView,
+    /// A home cluster (the same broker) and no reconciler: every own event stays pending,
+    /// the view's worst case (as during a long cut of the home cluster).
+    ViewNothingReconciled,
+    /// A home cluster and a reconciler child process: own events settle as `reconciled`
+    /// shows them, the view's steady state.
+    ViewReconciled,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 3] = [
+        Mode::NoView,
+        Mode::ViewNothingReconciled,
+        Mode::ViewReconciled,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::NoView => "without the view",
+            Mode::ViewNothingReconciled => "with the view, nothing reconciled",
+            Mode::ViewReconciled => "with the view and a reconciler",
+        }
+    }
+}
+
 /// One processor build's drain in [`compare_builds`].
 #[derive(Debug, Clone)]
 pub struct BuildRun {
     pub round: usize,
     /// The binary's path, as given.
     pub build: String,
-    /// With the home cluster configured (the follower and the view's pending events).
-    pub view: bool,
+    pub mode: Mode,
     pub rate: f64,
     /// Against the passthrough of the same round.
     pub ratio: f64,
 }
 
 /// Processor builds against each other and the passthrough on one input, in each of `rounds`
-/// (passthrough, then each build without and with the home cluster; every other round the
-/// builds in reverse order), so a
-/// regression is measured in one run on one machine state. The input is published once;
-/// every drain starts from its beginning with a fresh group, state and output topic. With
-/// the home cluster (the same broker, `reconciled` empty: no reconciler runs) every own event
-/// stays pending, the view's worst case. `bench --only compare --builds A,B`.
+/// (passthrough, then each build in each [`Mode`]; every other round the builds in reverse
+/// order), so a regression is measured in one run on one machine state. The input is
+/// published once; every drain starts from its beginning with a fresh group, state and
+/// output topics. `bench --only compare --builds A,B`.
 pub fn compare_builds(
     s: &Sizes,
     builds: &[std::path::PathBuf],
@@ -706,15 +732,12 @@ pub fn compare_builds(
     );
     let broker = Broker::start("compare")?;
     let bs = broker.bootstrap();
-    let runs = rounds * builds.len() * 2;
-    let mut topics = vec![
-        INPUT.to_string(),
-        "passthrough.out".into(),
-        "reconciled".into(),
-    ];
+    let runs = rounds * builds.len() * Mode::ALL.len();
+    let mut topics = vec![INPUT.to_string(), "passthrough.out".into()];
     for n in 0..runs {
-        topics.push(format!("history-{n}"));
-        topics.push(format!("dlq-{n}"));
+        for t in ["history", "dlq", "reconciled", "conflicts"] {
+            topics.push(format!("{t}-{n}"));
+        }
     }
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     broker.create_topics(&names, PARTITIONS)?;
@@ -751,46 +774,19 @@ pub fn compare_builds(
             builds.iter().rev().collect()
         };
         for bin in order {
-            for view in [false, true] {
-                let state_dir = dir.path().join(format!("p{n}"));
-                let file = dir.path().join(format!("p{n}.toml"));
-                std::fs::write(
-                    &file,
-                    format!(
-                        "history_topic = \"history-{n}\"\ndlq_topic = \"dlq-{n}\"\ncommit_interval_ms = {COMMIT_MS}\n"
-                    ),
-                )
-                .map_err(|e| e.to_string())?;
-                let cfg = rf_processor::Config {
-                    region: "bench".into(),
-                    bootstrap_servers: bs.clone(),
-                    group_id: format!("compare-{n}"),
-                    state_dir,
-                    http_addr: format!("127.0.0.1:{}", free_port()),
-                    home_bootstrap_servers: if view { bs.clone() } else { String::new() },
-                    ..Default::default()
-                };
-                let conf = file.display().to_string();
-                let mut child =
-                    ChildProcess::spawn_processor_binary(bin, &cfg, &[("RF_CONFIG", &conf)])?;
-                let watch = GroupWatch::new(&bs, &cfg.group_id())?;
-                let rate = drain_rate(&watch, total, "processor", &mut || match child.exited() {
-                    Some(st) => Err(format!("processor exited ({st}):\n{}", child.log_tail(20))),
-                    None => Ok(()),
-                })?;
-                child.kill9();
-                let build = bin.display().to_string();
+            for mode in Mode::ALL {
+                let rate = drain_build(bin, mode, n, &bs, dir.path(), total)?;
                 let run = BuildRun {
                     round,
-                    build,
-                    view,
+                    build: bin.display().to_string(),
+                    mode,
                     rate,
                     ratio: rate / pass,
                 };
                 println!(
-                    "   round {round}: {} {:<14} {:>9.0} ev/s ({:.2}x the passthrough)",
+                    "   round {round}: {} {:<34} {:>9.0} ev/s ({:.2}x the passthrough)",
                     run.build,
-                    if view { "with the view" } else { "without" },
+                    mode.label(),
                     run.rate,
                     run.ratio
                 );
@@ -800,19 +796,105 @@ pub fn compare_builds(
         }
     }
     for bin in builds {
-        for view in [false, true] {
+        for mode in Mode::ALL {
             let mine: Vec<&BuildRun> = out
                 .iter()
-                .filter(|r| r.view == view && r.build == bin.display().to_string())
+                .filter(|r| r.mode == mode && r.build == bin.display().to_string())
                 .collect();
             let mean = mine.iter().map(|r| r.ratio).sum::<f64>() / mine.len().max(1) as f64;
             println!(
                 "   {} {}: mean {mean:.3}x the passthrough over {} rounds",
                 bin.display(),
-                if view { "with the view" } else { "without" },
+                mode.label(),
                 mine.len()
             );
         }
     }
     Ok(out)
+}
+
+/// Drain run `n` of the input with the processor at `bin` in `mode` (its own topics
+/// `history-n`, `reconciled-n`...), its rate.
+fn drain_build(
+    bin: &std::path::Path,
+    mode: Mode,
+    n: usize,
+    bs: &str,
+    dir: &std::path::Path,
+    total: i64,
+) -> Result<f64, String> {
+    let file = dir.join(format!("p{n}.toml"));
+    // Keys every build since the first has (an older binary rejects unknown ones).
+    std::fs::write(
+        &file,
+        format!(
+            "history_topic = \"history-{n}\"\ndlq_topic = \"dlq-{n}\"\nreconciled_topic = \"reconciled-{n}\"\ncommit_interval_ms = {COMMIT_MS}\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let cfg = rf_processor::Config {
+        region: "bench".into(),
+        bootstrap_servers: bs.to_string(),
+        group_id: format!("compare-{n}"),
+        state_dir: dir.join(format!("p{n}")),
+        http_addr: format!("127.0.0.1:{}", free_port()),
+        home_bootstrap_servers: if mode == Mode::NoView {
+            String::new()
+        } else {
+            bs.to_string()
+        },
+        ..Default::default()
+    };
+    let rport = free_port();
+    let mut reconciler = match mode {
+        Mode::ViewReconciled => {
+            let rcfg = rf_reconciler::Config {
+                instance: format!("compare-{n}"),
+                home_bootstrap_servers: bs.to_string(),
+                regions: vec![rf_reconciler::RegionSource {
+                    name: "bench".into(),
+                    bootstrap_servers: bs.to_string(),
+                }],
+                history_topic: format!("history-{n}"),
+                reconciled_topic: format!("reconciled-{n}"),
+                conflicts_topic: format!("conflicts-{n}"),
+                state_dir: dir.join(format!("r{n}")),
+                http_addr: format!("127.0.0.1:{rport}"),
+                ..Default::default()
+            };
+            Some(ChildProcess::spawn_reconciler(
+                &rcfg,
+                &dir.join(format!("r{n}.log")),
+                None,
+            )?)
+        }
+        _ => None,
+    };
+    let conf = file.display().to_string();
+    let mut child = ChildProcess::spawn_processor_binary(bin, &cfg, &[("RF_CONFIG", &conf)])?;
+    let watch = GroupWatch::new(bs, &cfg.group_id())?;
+    let rate = drain_rate(&watch, total, "processor", &mut || {
+        if let Some(st) = child.exited() {
+            return Err(format!("processor exited ({st}):\n{}", child.log_tail(20)));
+        }
+        if let Some(r) = reconciler.as_mut() {
+            if let Some(st) = r.exited() {
+                return Err(format!("reconciler exited ({st}):\n{}", r.log_tail(20)));
+            }
+        }
+        Ok(())
+    });
+    child.kill9();
+    if let Some(mut r) = reconciler {
+        // What the reconciler had reconciled by the end of the drain (so the view's pending
+        // events did settle in this mode).
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], rport));
+        let done = rf_harness::http_client::get(addr, "/metrics")
+            .ok()
+            .and_then(|(_, m)| rf_harness::http_client::sample(&m, "rf_reconciled_events_total"))
+            .unwrap_or(0.0);
+        println!("   the reconciler had reconciled {}", thousands(done));
+        r.kill9();
+    }
+    rate
 }
