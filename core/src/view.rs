@@ -74,8 +74,36 @@ struct Pending {
 }
 
 /// Pending own events to write to the store and to delete from it, with the next batch:
-/// puts as (partition, event), deletes as (partition, key, hlc, event_id).
-pub type TakenPending = (Vec<(i32, Event)>, Vec<(i32, String, Hlc, String)>);
+/// puts as (partition, event), deletes as (partition, key, hlc, event_id); and, per
+/// partition whose value moved, the history offset below which every own event still
+/// pending is in the store (`pending_from`): a restore re-reads own events from there.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TakenPending {
+    pub puts: Vec<(i32, Event)>,
+    pub dels: Vec<(i32, String, Hlc, String)>,
+    pub pending_from: Vec<(i32, i64)>,
+}
+
+/// How long own accepted events stay in memory only, before they are written to the
+/// pending log: most settle within the reconciler's latency, and an event that settles
+/// in memory costs the store nothing (no put, no delete, no seek). A crash loses nothing:
+/// the events held are in `history` at or after the partitions' `pending_from`, and a
+/// restore re-reads them from there. `ms == 0` writes every event at the next take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hold {
+    pub ms: i64,
+    /// At most this many own events in memory (beyond it the oldest are written).
+    pub max_events: usize,
+}
+
+/// The own events accepted between two takes, with the partitions' history ends as of
+/// the second take (every own event of the partition below it was accepted by then).
+#[derive(Debug)]
+struct Generation {
+    taken_ms: i64,
+    ends: Vec<(i32, i64)>,
+    events: Vec<(i32, String, Hlc)>,
+}
 
 /// The view of one inventory key for admission: `state` is the reconciled state reduced to
 /// the orders in `named` (every order a pending event names, and every order probed since),
@@ -107,8 +135,19 @@ pub struct RegionalView {
     dirty: HashSet<String>,
     /// Per key with pending own events: where, how many, first and last.
     pending: HashMap<String, PendingKey>,
-    /// Own events accepted since the last `take_pending` (all of them without a log).
+    /// Own events not yet in the log (all of them without a log): accepted since the last
+    /// `take_pending`, or held (`Hold`) in the generations below.
     recent: HashMap<String, Pending>,
+    /// Events in `recent`, those accepted since the last take, and the held generations,
+    /// oldest first; per partition, the history offset below which every pending own event
+    /// is in the log.
+    held: usize,
+    current: Vec<(i32, String, Hlc)>,
+    generations: std::collections::VecDeque<Generation>,
+    hold: Hold,
+    pending_from: HashMap<i32, i64>,
+    /// `pending_from` as last taken for the store.
+    saved_from: HashMap<i32, i64>,
     /// Persisted pending events settled since the last `take_pending` (hidden from the
     /// log's answers until the deletes are written), and the deletes.
     removed: HashSet<(String, Hlc)>,
@@ -152,10 +191,11 @@ impl RegionalView {
         self
     }
 
-    /// Keep pending own events in `log` once taken (`take_pending`), instead of in memory:
-    /// memory then holds only those accepted since the last take, and one entry per key.
-    pub fn with_pending_log(mut self, log: Box<dyn PendingLog>) -> Self {
+    /// Keep pending own events in `log` once taken (`take_pending`) and older than `hold`,
+    /// instead of in memory: memory then holds only those, and one entry per key.
+    pub fn with_pending_log(mut self, log: Box<dyn PendingLog>, hold: Hold) -> Self {
         self.pending_log = Some(log);
+        self.hold = hold;
         self
     }
 
@@ -169,22 +209,79 @@ impl RegionalView {
         std::mem::take(&mut self.unsaved_ids)
     }
 
-    /// Pending own events accepted and settled since the last call, for the store; with a
-    /// log, the view forgets the accepted ones (the log answers from now on, so they must
-    /// be written before the next lookup). Without one, nothing is put.
-    pub fn take_pending(&mut self) -> TakenPending {
-        let dels = std::mem::take(&mut self.unsaved_del);
+    /// Pending own events to put and to delete since the last call, for the store, at
+    /// `now_ms`, with `ends` the owned partitions' history ends (next offset) now. With a
+    /// log, the events accepted since the last call become a generation, and those of the
+    /// generations older than the hold (or beyond its size) are put: the view forgets them
+    /// (the log answers from now on, so they must be written before the next lookup), and
+    /// their partitions' `pending_from` moves to the generation's ends. Without a log,
+    /// nothing is put.
+    pub fn take_pending(&mut self, now_ms: i64, ends: &[(i32, i64)]) -> TakenPending {
+        let mut taken = TakenPending {
+            dels: std::mem::take(&mut self.unsaved_del),
+            ..TakenPending::default()
+        };
         self.removed.clear();
+        let events = std::mem::take(&mut self.current);
         if self.pending_log.is_none() {
-            return (Vec::new(), dels);
+            return taken;
         }
-        let mut puts = Vec::new();
-        for (key, p) in self.recent.drain() {
-            let partition = self.pending.get(&key).map_or(0, |s| s.partition);
-            puts.extend(p.by_hlc.into_values().map(|e| (partition, e)));
+        self.generations.push_back(Generation {
+            taken_ms: now_ms,
+            ends: ends.to_vec(),
+            events,
+        });
+        let mut moved = BTreeMap::new();
+        while let Some(g) = self.generations.front() {
+            let old = now_ms.saturating_sub(g.taken_ms) >= self.hold.ms;
+            if !old && self.held <= self.hold.max_events {
+                break;
+            }
+            let g = self.generations.pop_front().expect("checked");
+            for (partition, key, hlc) in g.events {
+                let Some(p) = self.recent.get_mut(&key) else {
+                    continue;
+                };
+                let Some(e) = p.by_hlc.remove(&hlc) else {
+                    continue;
+                };
+                p.by_id.remove(&e.event_id);
+                if p.by_hlc.is_empty() {
+                    self.recent.remove(&key);
+                }
+                self.held -= 1;
+                taken.puts.push((partition, e));
+            }
+            moved.extend(g.ends);
         }
-        puts.sort_by(|a, b| (a.0, &a.1.key, a.1.hlc).cmp(&(b.0, &b.1.key, b.1.hlc)));
-        (puts, dels)
+        self.pending_from.extend(moved);
+        for (p, from) in &self.pending_from {
+            if self.saved_from.insert(*p, *from) != Some(*from) {
+                taken.pending_from.push((*p, *from));
+            }
+        }
+        taken.pending_from.sort_unstable();
+        taken
+            .puts
+            .sort_by(|a, b| (a.0, &a.1.key, a.1.hlc).cmp(&(b.0, &b.1.key, b.1.hlc)));
+        taken
+    }
+
+    /// Where a restore of `partition` re-reads own events from: the history offset below
+    /// which every pending own event is in the log (as the store last had it).
+    pub fn set_pending_from(&mut self, partition: i32, from: i64) {
+        self.pending_from.insert(partition, from);
+    }
+
+    /// Own events held in memory only (not yet in the log).
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Whether some of `key`'s pending events are in the log (not only in memory).
+    fn in_log(&self, key: &str, s: &PendingKey) -> bool {
+        let in_memory = self.recent.get(key).map_or(0, |p| p.by_hlc.len() as u64);
+        self.pending_log.is_some() && s.count > in_memory
     }
 
     /// Whether an own event of `key` is settled: at or below the key's reconciled frontier,
@@ -217,6 +314,8 @@ impl RegionalView {
             return true;
         }
         p.by_id.insert(ev.event_id.clone(), hlc);
+        self.held += 1;
+        self.current.push((partition, ev.key.clone(), hlc));
         let newest = match self.pending.get_mut(&ev.key) {
             Some(s) => {
                 s.count += 1;
@@ -264,7 +363,7 @@ impl RegionalView {
             return Vec::new();
         };
         let mut out: Vec<Event> = match &self.pending_log {
-            Some(log) => log
+            Some(log) if self.in_log(key, s) => log
                 .scan(s.partition, key, None, usize::MAX)
                 .into_iter()
                 .filter(|e| {
@@ -273,7 +372,7 @@ impl RegionalView {
                         .contains(&(key.to_owned(), e.hlc.unwrap_or_default()))
                 })
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         out.extend(
             self.recent
@@ -294,7 +393,8 @@ impl RegionalView {
             .and_then(|p| p.by_hlc.first_key_value())
             .map(|(h, e)| (*h, e.event_id.clone()));
         let mut persisted = None;
-        if let Some(log) = &self.pending_log {
+        let logged = self.pending.get(key).is_some_and(|s| self.in_log(key, s));
+        if let (Some(log), true) = (&self.pending_log, logged) {
             let mut after = Some(after);
             // Settled events after `after` are rare (settled by id): one at first.
             let mut limit = 1;
@@ -325,6 +425,9 @@ impl RegionalView {
         if let Some(h) = self.recent.get(key).and_then(|p| p.by_id.get(event_id)) {
             return Some(*h);
         }
+        if !self.pending.get(key).is_some_and(|s| self.in_log(key, s)) {
+            return None;
+        }
         let h = self.pending_log.as_ref()?.find(partition, key, event_id)?;
         (!self.removed.contains(&(key.to_owned(), h))).then_some(h)
     }
@@ -346,6 +449,7 @@ impl RegionalView {
         if in_memory {
             let p = self.recent.get_mut(key).expect("checked");
             p.by_id.remove(event_id);
+            self.held -= 1;
             if p.by_hlc.is_empty() {
                 self.recent.remove(key);
             }
@@ -357,7 +461,9 @@ impl RegionalView {
         }
         if empty {
             self.pending.remove(key);
-            self.recent.remove(key);
+            if let Some(p) = self.recent.remove(key) {
+                self.held -= p.by_hlc.len();
+            }
         } else if was_first {
             match self.first_after(key, partition, hlc) {
                 Some(f) => self.pending.get_mut(key).expect("checked").first = f,
@@ -548,9 +654,23 @@ impl RegionalView {
             .collect();
         for k in &keys {
             self.pending.remove(k);
-            self.recent.remove(k);
+            if let Some(p) = self.recent.remove(k) {
+                self.held -= p.by_hlc.len();
+            }
             self.admission.remove(k);
         }
+        // Its held events go with it (a restore re-reads them from `pending_from`), and so
+        // do its ends: a generation of the partition's earlier life must not move the
+        // `pending_from` of the next one past events re-read into memory.
+        self.current.retain(|(p, _, _)| *p != partition);
+        for g in &mut self.generations {
+            g.events.retain(|(p, _, _)| *p != partition);
+            g.ends.retain(|(p, _)| *p != partition);
+        }
+        self.generations
+            .retain(|g| !(g.events.is_empty() && g.ends.is_empty()));
+        self.pending_from.remove(&partition);
+        self.saved_from.remove(&partition);
         // Its deletes not written yet: the store still has those events, and re-reading
         // `reconciled` from the checkpoint settles them again.
         let removed = &mut self.removed;
@@ -796,12 +916,15 @@ mod tests {
     struct MemLog(std::sync::Arc<std::sync::Mutex<Stored>>);
     type Stored = BTreeMap<(i32, String, Hlc), Event>;
     impl MemLog {
-        fn write(&self, (puts, dels): TakenPending) {
+        fn write(&self, t: TakenPending) {
             let mut m = self.0.lock().unwrap();
-            for (p, e) in puts {
-                m.insert((p, e.key.clone(), e.hlc.unwrap()), e);
+            for (p, e) in t.puts {
+                assert!(
+                    m.insert((p, e.key.clone(), e.hlc.unwrap()), e).is_none(),
+                    "put once"
+                );
             }
-            for (p, k, h, _) in dels {
+            for (p, k, h, _) in t.dels {
                 assert!(m.remove(&(p, k, h)).is_some(), "a delete of a stored event");
             }
         }
@@ -833,14 +956,14 @@ mod tests {
     #[test]
     fn taken_pending_events_live_in_the_log() {
         let log = MemLog::default();
-        let mut v = RegionalView::new("a").with_pending_log(Box::new(log.clone()));
+        let mut v = RegionalView::new("a").with_pending_log(Box::new(log.clone()), Hold::default());
         for i in 0..100 {
             assert!(v.accepted(
                 2,
                 &ev("a", &format!("p{i}"), 100 + i, Op::StockAdd { qty: 1 })
             ));
         }
-        log.write(v.take_pending());
+        log.write(v.take_pending(0, &[]));
         assert_eq!(log.len(), 100);
         assert!(v.recent.is_empty(), "taken events leave memory");
         assert_eq!(v.pending_count(), 100);
@@ -859,7 +982,7 @@ mod tests {
         assert_eq!(v.pending_count(), 89);
         // Not written yet: the log's answers hide the settled ones.
         assert_eq!(available(v.view("item")), 100);
-        log.write(v.take_pending());
+        log.write(v.take_pending(0, &[]));
         assert_eq!(log.len(), 89);
         assert_eq!(available(v.view("item")), 100);
         // A reload (a restore) from the log's summary and the checkpoint.
@@ -877,17 +1000,81 @@ mod tests {
         assert_eq!(v.pending_count(), 89);
     }
 
+    /// Held events (`Hold`) that settle within the hold never reach the log; older ones
+    /// are put, and `pending_from` moves to the ends of the generation put; forgetting the
+    /// partition drops its held events and ends.
+    #[test]
+    fn held_events_settle_in_memory_and_only_old_ones_reach_the_log() {
+        let log = MemLog::default();
+        let hold = Hold {
+            ms: 1_000,
+            max_events: 10,
+        };
+        let mut v = RegionalView::new("a").with_pending_log(Box::new(log.clone()), hold);
+        let own = |i: i64| ev("a", &format!("p{i}"), 100 + i, Op::StockAdd { qty: 1 });
+        for i in 0..5 {
+            v.accepted(1, &own(i));
+        }
+        let t = v.take_pending(0, &[(1, 5)]);
+        assert!(t.puts.is_empty() && t.pending_from.is_empty(), "{t:?}");
+        assert_eq!(v.held(), 5);
+        // Three settle while held: nothing to delete either.
+        let mut st = None;
+        for i in 0..3 {
+            apply_admitted(&mut st, &own(i)).unwrap();
+            v.reconciled(1, &rec(own(i), st.as_ref().unwrap()));
+        }
+        assert_eq!((v.held(), v.pending_count()), (2, 2));
+        for i in 5..8 {
+            v.accepted(1, &own(i));
+        }
+        let t = v.take_pending(500, &[(1, 8)]);
+        assert!(t.puts.is_empty() && t.dels.is_empty(), "{t:?}");
+        // The first generation is older than the hold: its two unsettled events are put,
+        // and every own event below offset 5 is in the log from now on.
+        let t = v.take_pending(1_000, &[(1, 8)]);
+        let put: Vec<_> = t.puts.iter().map(|(_, e)| e.event_id.as_str()).collect();
+        assert_eq!(put, ["p3", "p4"]);
+        assert_eq!(t.pending_from, [(1, 5)]);
+        log.write(t);
+        assert_eq!((v.held(), v.pending_count()), (3, 5));
+        assert_eq!(available(v.view("item")), 8);
+        // Beyond the size bound, generations go to the log whatever their age.
+        for i in 8..20 {
+            v.accepted(1, &own(i));
+        }
+        let t = v.take_pending(1_001, &[(1, 20)]);
+        assert_eq!(t.puts.len(), 15);
+        assert_eq!(t.pending_from, [(1, 20)]);
+        log.write(t);
+        assert_eq!(v.held(), 0);
+        // Forgetting the partition drops what is held and its ends.
+        v.accepted(1, &own(20));
+        v.take_pending(1_002, &[(1, 21)]);
+        v.forget_partition(1);
+        assert_eq!(v.held(), 0);
+        let t = v.take_pending(5_000, &[]);
+        assert!(t.puts.is_empty() && t.pending_from.is_empty(), "{t:?}");
+        // A restore says where it re-read from: taken for the store once.
+        v.set_pending_from(1, 42);
+        assert_eq!(v.take_pending(5_001, &[(1, 42)]).pending_from, [(1, 42)]);
+        assert!(v.take_pending(5_002, &[(1, 42)]).pending_from.is_empty());
+    }
+
     proptest::proptest! {
         /// A view whose pending events live in a log (taken at random points) decides and
         /// shows the same as one that holds them all in memory.
         #[test]
         fn a_view_over_a_log_equals_one_in_memory(
             steps in proptest::collection::vec((0u8..4, 0u8..8, 1i64..5, 0u8..3), 0..80),
+            hold_ms in 0i64..4,
+            hold_max in 0usize..6,
         ) {
             let op = inventory_op;
             let log = MemLog::default();
             let mut mem = RegionalView::new("a");
-            let mut logged = RegionalView::new("a").with_pending_log(Box::new(log.clone()));
+            let hold = Hold { ms: hold_ms, max_events: hold_max };
+            let mut logged = RegionalView::new("a").with_pending_log(Box::new(log.clone()), hold);
             let mut st = None;
             let mut mine: Vec<Event> = Vec::new();
             let mut t = 10;
@@ -920,7 +1107,7 @@ mod tests {
                         proptest::prop_assert_eq!(mem.accepted(0, &e), logged.accepted(0, &e));
                         mine.push(e);
                     }
-                    2 => log.write(logged.take_pending()),
+                    2 => log.write(logged.take_pending(t / 3, &[(0, t)])),
                     _ => {
                         let probe = ev("a", "q", t, op(o, q, kind));
                         let a = crate::aggregate::apply(&mut mem.admission_view("item", &probe.op), &probe);

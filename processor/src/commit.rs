@@ -177,15 +177,23 @@ impl Engine {
     /// `always`, only when the view changed.
     fn write_with_view(&mut self, mut batch: StoreBatch, always: bool) -> Result<()> {
         let view_next = self.follow_seen.iter().map(|(p, s)| (*p, s + 1)).collect();
+        let ends: Vec<(i32, i64)> = self
+            .folds
+            .iter()
+            .map(|(p, f)| (*p, f.meta.history_next))
+            .collect();
         let store = &self.store;
-        self.stats.view.checkpoint(|taken| {
-            let (puts, dels) = taken.pending;
-            let changed = !(puts.is_empty()
-                && dels.is_empty()
+        let now = self.clock.now_ms();
+        self.stats.view.checkpoint(now, &ends, |taken| {
+            let p = taken.pending;
+            let changed = !(p.puts.is_empty()
+                && p.dels.is_empty()
+                && p.pending_from.is_empty()
                 && taken.seen_ids.is_empty()
                 && taken.replicas.is_empty());
-            batch.pending_put = puts;
-            batch.pending_del = dels;
+            batch.pending_put = p.puts;
+            batch.pending_del = p.dels;
+            batch.pending_from = p.pending_from;
             batch.view_ids = taken.seen_ids;
             batch.view_replicas = taken.replicas;
             batch.view_next = view_next;

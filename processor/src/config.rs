@@ -49,6 +49,13 @@ pub struct Config {
     /// listed at assignment before it admits anyway, on the view as its checkpoint left it
     /// (`rf_view_degraded_total`); 0: do not wait.
     pub view_catch_up_timeout_ms: u64,
+    /// How long an own accepted event stays in memory only before it is written to the
+    /// store's pending events, and at most how many stay there: most settle within the
+    /// reconciler's latency and then cost the store nothing. A restore re-reads the ones
+    /// held from `history` (at most `view_pending_hold_max_events` records more to read).
+    /// 0 ms: written with the next batch.
+    pub view_pending_hold_ms: u64,
+    pub view_pending_hold_max_events: usize,
     /// HTTP address for /health, /ready, /metrics, /state/{key} and /feed (empty: none).
     pub http_addr: String,
     /// Passed through to librdkafka verbatim (e.g. `security.protocol`, `sasl.*`).
@@ -79,6 +86,8 @@ impl Default for Config {
             home_bootstrap_servers: String::new(),
             reconciled_topic: "reconciled".into(),
             view_catch_up_timeout_ms: 10_000,
+            view_pending_hold_ms: 5_000,
+            view_pending_hold_max_events: 30_000,
             http_addr: "0.0.0.0:8080".into(),
             kafka: BTreeMap::new(),
         }
@@ -117,6 +126,18 @@ impl Config {
             self.view_catch_up_timeout_ms,
             0,
             600_000,
+        )?;
+        in_range(
+            "view_pending_hold_ms",
+            self.view_pending_hold_ms,
+            0,
+            600_000,
+        )?;
+        in_range(
+            "view_pending_hold_max_events",
+            self.view_pending_hold_max_events as u64,
+            0,
+            10_000_000,
         )?;
         if !["cooperative-sticky", "range", "roundrobin"]
             .contains(&self.assignment_strategy.as_str())

@@ -70,6 +70,7 @@ pub struct ProcessorMetrics {
     pub heap_trim_micros: IntGaugeVec,
     pub ready: IntGaugeVec,
     pub view_pending_events: IntGaugeVec,
+    pub view_held_events: IntGaugeVec,
     pub view_catching_up: IntGaugeVec,
 }
 
@@ -166,6 +167,12 @@ impl ProcessorMetrics {
                 &r,
                 "rf_view_pending_events",
                 "Own events the regional view holds that reconciled does not show yet",
+                &["region"],
+            ),
+            view_held_events: gauge(
+                &r,
+                "rf_view_held_events",
+                "Of those, own events held in memory only (view_pending_hold_ms), not yet in the store",
                 &["region"],
             ),
             view_catching_up: gauge(

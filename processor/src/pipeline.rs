@@ -86,6 +86,10 @@ pub fn run_with(
         &cfg.region,
         Box::new(store.view_ids()),
         Box::new(store.pending_events()),
+        rf_core::view::Hold {
+            ms: cfg.view_pending_hold_ms as i64,
+            max_events: cfg.view_pending_hold_max_events,
+        },
     );
     let store_instance_id = store.instance_id()?;
     // A cluster that does not answer yet is waited for, not fatal (item 7 of issue 15):

@@ -137,9 +137,13 @@ impl Engine {
         for (&p, (r, end)) in partitions.iter().zip(restored) {
             let r = r?;
             if self.use_view {
-                self.stats
-                    .view
-                    .restored(p, r.view_replicas, r.stored_pending, r.adopted_own);
+                self.stats.view.restored(
+                    p,
+                    r.view_replicas,
+                    r.stored_pending,
+                    r.pending_from,
+                    r.adopted_own,
+                );
                 // The view reads `reconciled` on from its checkpoint: only the tail.
                 self.follow_seen.insert(p, r.view_next - 1);
                 if let Some(f) = &mut self.follower {

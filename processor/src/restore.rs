@@ -1,6 +1,8 @@
 //! Invariant 3: before producing for a partition, read its history from the offset the
 //! local store reflects to the end, and adopt what is there (state, dedup ids, HLC, input
-//! position). With no local store this rebuilds from offset 0.
+//! position). With no local store this rebuilds from offset 0. For the regional view it
+//! reads from the store's `pending_from` when that is lower: the own events the view held
+//! in memory only (`view_pending_hold_ms`), already folded, are returned to be held again.
 
 use crate::config::Config;
 use crate::fold::PartitionFold;
@@ -16,9 +18,10 @@ use std::time::{Duration, Instant};
 pub struct Restored {
     pub fold: PartitionFold,
     /// The summary of this partition's pending own events in the store (the events stay
-    /// there), and the own events adopted from the history tail (for the caller to
-    /// reconcile with the view; empty unless asked for).
+    /// there), and the own events read from the history since `pending_from` (for the
+    /// caller to reconcile with the view; empty unless asked for).
     pub stored_pending: Vec<(String, rf_core::view::PendingKey)>,
+    pub pending_from: i64,
     pub adopted_own: Vec<rf_schemas::Event>,
     /// The view's checkpoint of this partition (empty unless asked for): the next
     /// `reconciled` offset and the replicas as of it.
@@ -53,10 +56,37 @@ pub fn restore_partition(
         (Vec::new(), (0, Vec::new()))
     };
     let mut adopted_own = Vec::new();
-    let mut from = meta.history_next;
+    // Own events below `history_next` are folded already; those at or after `pending_from`
+    // the view held in memory only, and are read again for it alone.
+    let folded_below = meta.history_next;
+    let pending_from = if with_pending {
+        store
+            .pending_from(partition)?
+            .map_or(folded_below, |f| f.min(folded_below))
+    } else {
+        folded_below
+    };
+    let mut reread = 0u64;
+    let mut from = pending_from;
     // The writer of the last record read, and whether that record was its handoff.
     let last_writer: std::cell::RefCell<Option<(String, bool)>> = Default::default();
     let mut adopt = |m: &rdkafka::message::BorrowedMessage<'_>| -> Result<()> {
+        if m.offset() < folded_below {
+            // As `fold.adopt` says which are new below: accepted events, not heartbeats.
+            let own = |ev: &rf_schemas::Event| {
+                ev.region.as_deref() == Some(cfg.region.as_str())
+                    && ev.refusal.is_none()
+                    && !matches!(ev.op, rf_schemas::Op::Heartbeat)
+            };
+            match m.payload().map(|p| Codec::event().decode(p)) {
+                Some(Ok(ev)) if own(&ev) => {
+                    reread += 1;
+                    adopted_own.push(ev);
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
         if let Some(w) = header_str(m, rf_schemas::headers::WRITER) {
             let handed_off = header_str(m, rf_schemas::headers::HANDOFF).is_some();
             *last_writer.borrow_mut() = Some((w, handed_off));
@@ -118,6 +148,11 @@ pub fn restore_partition(
         None => next,
     };
     fold.take_batch(Some(next), SystemClock.now_ms(), &mut batch);
+    if with_pending {
+        // The fold now reflects the whole log, so `pending_from` must be in the same batch:
+        // the events from there on are in memory only until the view writes them.
+        batch.pending_from.push((partition, pending_from));
+    }
     store.write(batch)?;
     let elapsed = started.elapsed();
     tracing::info!(
@@ -125,12 +160,15 @@ pub fn restore_partition(
         from = meta.history_next,
         to = next,
         replayed,
+        pending_from,
+        reread_for_view = reread,
         ?elapsed,
         "restored partition from history"
     );
     Ok(Restored {
         fold,
         stored_pending,
+        pending_from,
         adopted_own,
         view_next,
         view_replicas,

@@ -27,11 +27,18 @@ pub fn routes(stats: SharedStats) -> Router {
 
 /// The base's `/metrics` hook: gauges computed on demand.
 pub fn before_scrape(stats: &SharedStats) {
-    stats
-        .metrics
-        .view_pending_events
-        .with_label_values(&[stats.region.as_str()])
-        .set(stats.view.pending_count() as i64);
+    let (pending, held) = {
+        let v = stats.view.lock();
+        (v.pending_count(), v.held())
+    };
+    let m = &stats.metrics;
+    let region = [stats.region.as_str()];
+    m.view_pending_events
+        .with_label_values(&region)
+        .set(pending as i64);
+    m.view_held_events
+        .with_label_values(&region)
+        .set(held as i64);
 }
 
 /// `/state/{key}`: the regional view and the reconciled state of one key.

@@ -36,6 +36,9 @@ pub struct StoreBatch {
     pub pending_put: Vec<(i32, Event)>,
     /// Pending events `reconciled` has settled: (partition, key, hlc).
     pub pending_del: Vec<(i32, String, Hlc, String)>,
+    /// Per partition, the history offset below which every own event the view holds
+    /// pending is in `pending_put` (this batch or an earlier one).
+    pub pending_from: Vec<(i32, i64)>,
     /// Other regions' reconciled ids the view read since the last batch: (key, id, HLC ms).
     pub view_ids: Vec<(String, String, i64)>,
     /// The view's changed replicas, and per partition the `reconciled` offset they reflect
@@ -55,6 +58,9 @@ pub trait StateStore: Send + Sync {
     /// The view's checkpoint of one partition: the next `reconciled` offset to read (0 if
     /// none) and the replicas as of it.
     fn view(&self, partition: i32) -> Result<(i64, Vec<(String, Replica)>)>;
+    /// The history offset from which own events the view held in memory only are re-read
+    /// (`StoreBatch::pending_from`), if one was written.
+    fn pending_from(&self, partition: i32) -> Result<Option<i64>>;
 }
 
 const CF_STATE: &str = "state";
@@ -256,6 +262,11 @@ fn expire_after(
 fn view_next_key(p: i32) -> [u8; 5] {
     let b = p.to_be_bytes();
     [b'v', b[0], b[1], b[2], b[3]]
+}
+
+fn pending_from_key(p: i32) -> [u8; 5] {
+    let b = p.to_be_bytes();
+    [b'p', b[0], b[1], b[2], b[3]]
 }
 /// How the store is opened: what bounds its memory, and how long dedup ids live.
 #[derive(Debug, Clone)]
@@ -570,6 +581,9 @@ impl StateStore for RocksStore {
         for (p, next) in &batch.view_next {
             wb.put_cf(self.cf(CF_META), view_next_key(*p), next.to_be_bytes());
         }
+        for (p, from) in &batch.pending_from {
+            wb.put_cf(self.cf(CF_META), pending_from_key(*p), from.to_be_bytes());
+        }
         self.db.write(wb).map_err(store_err)
     }
 
@@ -581,6 +595,14 @@ impl StateStore for RocksStore {
             .and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes))
             .unwrap_or(0);
         Ok((next, self.partition_json(CF_VIEW, partition)?))
+    }
+
+    fn pending_from(&self, partition: i32) -> Result<Option<i64>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), pending_from_key(partition))
+            .map_err(store_err)?
+            .and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes)))
     }
 
     fn pending_keys(&self, partition: i32) -> Result<Vec<(String, PendingKey)>> {

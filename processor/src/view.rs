@@ -7,7 +7,7 @@
 //! across Kafka I/O.
 
 use crate::fold::Decision;
-use rf_core::view::{PendingKey, PendingLog, Replica, SeenIds, TakenPending};
+use rf_core::view::{Hold, PendingKey, PendingLog, Replica, SeenIds, TakenPending};
 use rf_core::RegionalView;
 use rf_schemas::{Event, ReconciledEvent};
 use std::sync::{Mutex, MutexGuard};
@@ -38,11 +38,18 @@ impl View {
     }
 
     /// Start afresh (a new run of the processor), other regions' reconciled ids and the
-    /// pending own events kept in the store once written (`checkpoint`).
-    pub fn reset(&self, region: &str, ids: Box<dyn SeenIds>, pending: Box<dyn PendingLog>) {
+    /// pending own events kept in the store once written (`checkpoint`) and older than
+    /// `hold`.
+    pub fn reset(
+        &self,
+        region: &str,
+        ids: Box<dyn SeenIds>,
+        pending: Box<dyn PendingLog>,
+        hold: Hold,
+    ) {
         *self.lock() = RegionalView::new(region)
             .with_seen_ids(ids)
-            .with_pending_log(pending);
+            .with_pending_log(pending, hold);
     }
 
     /// Decide one input record against the view (`decide` gets the view when `use_view`)
@@ -64,19 +71,22 @@ impl View {
     }
 
     /// A partition was restored: reload its checkpointed replicas and the summary of its
-    /// stored pending own events, then hold pending those adopted from the history tail
-    /// (committed to Kafka after the store's last batch) that it has not settled.
+    /// stored pending own events, then hold pending those adopted from the history since
+    /// `pending_from` (held in memory only when the store's last batch was written, or
+    /// committed to Kafka after it) that it has not settled.
     pub fn restored(
         &self,
         partition: i32,
         replicas: Vec<(String, Replica)>,
         stored: Vec<(String, PendingKey)>,
+        pending_from: i64,
         adopted: Vec<Event>,
     ) {
         let mut view = self.lock();
         view.forget_partition(partition);
         view.load_partition(partition, replicas);
         view.load_pending(stored);
+        view.set_pending_from(partition, pending_from);
         for ev in adopted {
             view.accepted(partition, &ev);
         }
@@ -95,10 +105,16 @@ impl View {
 
     /// Hand what the view changed to `write` (the store batch), holding the lock until it
     /// is written: the view forgets what it took, and the store answers for it from then on.
-    pub fn checkpoint<R>(&self, write: impl FnOnce(Checkpoint) -> R) -> R {
+    /// `ends`: the owned partitions' history ends the batch reflects, at `now_ms`.
+    pub fn checkpoint<R>(
+        &self,
+        now_ms: i64,
+        ends: &[(i32, i64)],
+        write: impl FnOnce(Checkpoint) -> R,
+    ) -> R {
         let mut view = self.lock();
         let taken = Checkpoint {
-            pending: view.take_pending(),
+            pending: view.take_pending(now_ms, ends),
             seen_ids: view.take_seen_ids(),
             replicas: view.take_replicas(),
         };
