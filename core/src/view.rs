@@ -142,6 +142,8 @@ pub struct RegionalView {
     /// oldest first; per partition, the history offset below which every pending own event
     /// is in the log.
     held: usize,
+    /// Entries of `current` and the generations, settled ones too (bounded with `held`).
+    entries: usize,
     current: Vec<(i32, String, Hlc)>,
     generations: std::collections::VecDeque<Generation>,
     hold: Hold,
@@ -224,6 +226,7 @@ impl RegionalView {
         self.removed.clear();
         let events = std::mem::take(&mut self.current);
         if self.pending_log.is_none() {
+            self.entries = 0;
             return taken;
         }
         self.generations.push_back(Generation {
@@ -233,11 +236,16 @@ impl RegionalView {
         });
         let mut moved = BTreeMap::new();
         while let Some(g) = self.generations.front() {
+            // Settled events leave `held` but not their generation's list: at most twice the
+            // bound of entries, so memory is bounded by the configuration, not by the rate.
             let old = now_ms.saturating_sub(g.taken_ms) >= self.hold.ms;
-            if !old && self.held <= self.hold.max_events {
+            let full = self.held > self.hold.max_events
+                || self.entries > self.hold.max_events.saturating_mul(2);
+            if !old && !full {
                 break;
             }
             let g = self.generations.pop_front().expect("checked");
+            self.entries -= g.events.len();
             for (partition, key, hlc) in g.events {
                 let Some(p) = self.recent.get_mut(&key) else {
                     continue;
@@ -315,6 +323,7 @@ impl RegionalView {
         }
         p.by_id.insert(ev.event_id.clone(), hlc);
         self.held += 1;
+        self.entries += 1;
         self.current.push((partition, ev.key.clone(), hlc));
         let newest = match self.pending.get_mut(&ev.key) {
             Some(s) => {
@@ -669,6 +678,12 @@ impl RegionalView {
         }
         self.generations
             .retain(|g| !(g.events.is_empty() && g.ends.is_empty()));
+        self.entries = self.current.len()
+            + self
+                .generations
+                .iter()
+                .map(|g| g.events.len())
+                .sum::<usize>();
         self.pending_from.remove(&partition);
         self.saved_from.remove(&partition);
         // Its deletes not written yet: the store still has those events, and re-reading
@@ -1048,6 +1063,18 @@ mod tests {
         assert_eq!(t.pending_from, [(1, 20)]);
         log.write(t);
         assert_eq!(v.held(), 0);
+        // Events that settle while held still count as entries of their generation: beyond
+        // twice the bound, generations go out (with nothing to put) whatever their age.
+        for i in 100..125 {
+            v.accepted(1, &own(i));
+            apply_admitted(&mut st, &own(i)).unwrap();
+            v.reconciled(1, &rec(own(i), st.as_ref().unwrap()));
+            if i % 5 == 4 {
+                assert!(v.take_pending(1_001, &[(1, i + 1)]).puts.is_empty());
+            }
+        }
+        assert_eq!(v.held(), 0);
+        assert!(v.entries <= 2 * 10 + 5, "{} entries", v.entries);
         // Forgetting the partition drops what is held and its ends.
         v.accepted(1, &own(20));
         v.take_pending(1_002, &[(1, 21)]);
