@@ -52,8 +52,8 @@ pub struct Config {
     /// How long an own accepted event stays in memory only before it is written to the
     /// store's pending events, and at most how many stay there: most settle within the
     /// reconciler's latency and then cost the store nothing. A restore re-reads the ones
-    /// held from `history` (at most `view_pending_hold_max_events` records more to read).
-    /// 0 ms: written with the next batch.
+    /// held from `history` (at most about twice `view_pending_hold_max_events` records
+    /// more to read). 0 ms: written with the next batch.
     pub view_pending_hold_ms: u64,
     pub view_pending_hold_max_events: usize,
     /// HTTP address for /health, /ready, /metrics, /state/{key} and /feed (empty: none).
