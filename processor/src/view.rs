@@ -120,8 +120,4 @@ impl View {
         };
         write(taken)
     }
-
-    pub fn pending_count(&self) -> u64 {
-        self.lock().pending_count()
-    }
 }
