@@ -2,8 +2,10 @@
 //! fold step used both by the processor (regional view) and by the reconciler (merge in
 //! reconciled order), so both sides compute the same state from the same sequence.
 
+use crate::causal::{parse_token, Causal};
+use crate::escrow::Escrow;
 pub use crate::indexed::{Board, Orders};
-use rf_schemas::{Event, Hlc, Op};
+use rf_schemas::{Dot, Event, Hlc, Op};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -27,7 +29,11 @@ impl Family {
             Op::CounterAdd { .. } => Family::Counter,
             Op::RegisterPut { .. } => Family::Register,
             Op::ScoreSubmit { .. } => Family::Leaderboard,
-            Op::StockAdd { .. } | Op::Reserve { .. } | Op::Release { .. } => Family::Inventory,
+            Op::StockAdd { .. }
+            | Op::Reserve { .. }
+            | Op::Release { .. }
+            | Op::RightsRequest { .. }
+            | Op::RightsTransfer { .. } => Family::Inventory,
             Op::MessagePost { .. } => Family::Channel,
             Op::Custom { .. } => Family::Custom,
             Op::Heartbeat => return None,
@@ -40,8 +46,8 @@ impl Family {
 pub enum InvalidOp {
     #[error("op {op} does not belong to the {family:?} aggregate this key holds")]
     WrongFamily { op: &'static str, family: Family },
-    #[error("heartbeat ops are reserved for history")]
-    ReservedOp,
+    #[error("{0} is written into history by processors only")]
+    ReservedOp(&'static str),
     #[error("invalid value: {0}")]
     InvalidValue(String),
 }
@@ -50,7 +56,7 @@ impl InvalidOp {
     pub fn class(&self) -> &'static str {
         match self {
             InvalidOp::WrongFamily { .. } => "wrong_family",
-            InvalidOp::ReservedOp => "reserved_op",
+            InvalidOp::ReservedOp(_) => "reserved_op",
             InvalidOp::InvalidValue(_) => "invalid_value",
         }
     }
@@ -81,6 +87,9 @@ pub enum AggState {
         value: String,
         region: Option<String>,
         hlc: Option<Hlc>,
+        /// Dotted version vectors (`crate::causal`); empty for puts written before them.
+        #[serde(default, skip_serializing_if = "Causal::is_empty")]
+        causal: Causal,
     },
     Leaderboard {
         /// Best score per player.
@@ -89,6 +98,10 @@ pub enum AggState {
     Inventory {
         available: i64,
         reserved: Orders,
+        /// The rights per region under the escrow policy (`crate::escrow`); `None`: the
+        /// repair policy (admit optimistically, revoke in the merge).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        escrow: Option<Escrow>,
     },
     Channel {
         count: u64,
@@ -120,6 +133,7 @@ impl AggState {
                 value: String::new(),
                 region: None,
                 hlc: None,
+                causal: Causal::default(),
             },
             Family::Leaderboard => AggState::Leaderboard {
                 best: Board::default(),
@@ -127,6 +141,7 @@ impl AggState {
             Family::Inventory => AggState::Inventory {
                 available: 0,
                 reserved: Orders::default(),
+                escrow: None,
             },
             Family::Channel => AggState::Channel {
                 count: 0,
@@ -176,7 +191,7 @@ fn checked_sub(a: i64, b: i64, what: &str) -> Result<i64, InvalidOp> {
 
 /// Validate an op against the key's current state without changing it.
 pub fn validate(state: Option<&AggState>, op: &Op) -> Result<Family, InvalidOp> {
-    let family = Family::of(op).ok_or(InvalidOp::ReservedOp)?;
+    let family = Family::of(op).ok_or(InvalidOp::ReservedOp(op.name()))?;
     if let Some(s) = state {
         if s.family() != family {
             return Err(InvalidOp::WrongFamily {
@@ -200,9 +215,26 @@ pub fn validate(state: Option<&AggState>, op: &Op) -> Result<Family, InvalidOp> 
         }
     }
     match op {
-        Op::StockAdd { qty } | Op::Reserve { qty, .. } if *qty <= 0 => Err(
-            InvalidOp::InvalidValue(format!("quantity must be positive, got {qty}")),
-        ),
+        Op::StockAdd { qty, .. }
+        | Op::Reserve { qty, .. }
+        | Op::RightsRequest { qty }
+        | Op::RightsTransfer { qty, .. }
+            if *qty <= 0 =>
+        {
+            Err(InvalidOp::InvalidValue(format!(
+                "quantity must be positive, got {qty}"
+            )))
+        }
+        Op::StockAdd {
+            grants: Some(g), ..
+        } if g.iter().any(|s| s.qty < 0) => Err(InvalidOp::InvalidValue(
+            "a stock add's grants must not be negative".into(),
+        )),
+        Op::RegisterPut {
+            context: Some(t), ..
+        } => parse_token(t)
+            .map(|_| family)
+            .map_err(InvalidOp::InvalidValue),
         Op::Reserve { order_id, .. } | Op::Release { order_id } if order_id.is_empty() => {
             Err(InvalidOp::InvalidValue("empty order_id".into()))
         }
@@ -266,76 +298,212 @@ pub fn apply_reconciled(state: &mut Option<AggState>, ev: &Event, outcome: rf_sc
 }
 
 /// Fold one event whose admission is already decided (a history record, or an own event
-/// in the regional view): a refused event changes nothing; an admitted reservation is
-/// applied even where this state alone could not cover it (it was admitted against the
-/// regional view, which also holds the other regions' stock).
+/// in the regional view): a refused event changes nothing; an admitted reservation (or an
+/// escrow transfer) is applied even where this state alone could not cover it (it was
+/// admitted against the regional view, which also holds the other regions' stock and the
+/// rights they gave).
 pub fn apply_admitted(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
     if let Some(r) = &ev.refusal {
         return Ok(Applied::Refused(r.clone()));
     }
-    if let Op::Reserve { order_id, qty } = &ev.op {
-        let family = validate(state.as_ref(), &ev.op)?;
-        if let AggState::Inventory {
-            available,
-            reserved,
-        } = state.get_or_insert_with(|| AggState::empty(family))
-        {
-            if reserved.contains_key(order_id) {
-                return Ok(Applied::Refused(format!(
-                    "order {order_id} already holds a reservation"
-                )));
+    let region = ev.region.as_deref().unwrap_or("");
+    match &ev.op {
+        Op::Reserve { order_id, qty } => {
+            let family = validate(state.as_ref(), &ev.op)?;
+            if let AggState::Inventory {
+                available,
+                reserved,
+                escrow,
+            } = state.get_or_insert_with(|| AggState::empty(family))
+            {
+                if reserved.contains_key(order_id) {
+                    return Ok(Applied::Refused(format!(
+                        "order {order_id} already holds a reservation"
+                    )));
+                }
+                let left = checked_sub(*available, *qty, "available stock")?;
+                checked_add(reserved.total(), *qty, "reserved stock")?;
+                if let Some(e) = escrow {
+                    let c = e.consumed.entry(region.to_owned()).or_insert(0);
+                    *c = checked_add(*c, *qty, "consumed units")?;
+                }
+                *available = left;
+                reserved.insert(order_id.clone(), *qty);
+                return Ok(Applied::Applied);
             }
-            let left = checked_sub(*available, *qty, "available stock")?;
-            checked_add(reserved.total(), *qty, "reserved stock")?;
-            *available = left;
-            reserved.insert(order_id.clone(), *qty);
-            return Ok(Applied::Applied);
         }
+        Op::RightsTransfer { to, qty, request } => {
+            validate(state.as_ref(), &ev.op)?;
+            if let Some(AggState::Inventory {
+                escrow: Some(e), ..
+            }) = state
+            {
+                if to == region {
+                    return Ok(Applied::Refused(format!(
+                        "{region} cannot transfer rights to itself"
+                    )));
+                }
+                let row = e.transferred.entry(region.to_owned()).or_default();
+                let t = row.entry(to.clone()).or_insert(0);
+                *t = checked_add(*t, *qty, "transferred rights")?;
+                let a = e.answered.entry(region.to_owned()).or_default();
+                let n = a.entry(to.clone()).or_insert(0);
+                *n = (*n).max(*request);
+                return Ok(Applied::Applied);
+            }
+        }
+        _ => {}
     }
     apply(state, ev)
 }
 
-/// Apply one event (already stamped) to the key's state. `Refused` leaves state unchanged.
+/// Fold one of this region's own events not yet reconciled into its view: as
+/// `apply_admitted`, except that an escrow release frees the order without granting its units
+/// as rights yet. Another region may release the same order first (a user who failed over),
+/// and then the merge refuses ours: the units become this region's rights only when
+/// `reconciled` shows the release applied, so a view never spends rights the merge may not
+/// give it.
+pub fn apply_pending(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
+    if let (
+        None,
+        Op::Release { order_id },
+        Some(AggState::Inventory {
+            reserved,
+            escrow: Some(_),
+            ..
+        }),
+    ) = (&ev.refusal, &ev.op, state.as_mut())
+    {
+        return Ok(match reserved.get(order_id) {
+            Some(_) => {
+                reserved.remove(order_id);
+                Applied::Applied
+            }
+            None => Applied::Refused(format!("order {order_id} holds no reservation")),
+        });
+    }
+    apply_admitted(state, ev)
+}
+
+/// The causal context of a put: its token parsed (validated on input; an unparsable one
+/// in history counts as having seen nothing).
+fn put_context(context: &Option<String>) -> crate::causal::Vv {
+    context
+        .as_deref()
+        .and_then(|t| parse_token(t).ok())
+        .unwrap_or_default()
+}
+
+/// Apply one event (already stamped) to the key's state. `Refused` or an error leaves the
+/// state unchanged (a key with no state keeps none: a refused release or transfer does not
+/// fix an inventory key's policy before its first stock add).
 pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
     if matches!(ev.op, Op::Custom { .. }) {
         return custom_step(state, ev, false);
     }
+    let created = state.is_none();
+    let r = apply_step(state, ev);
+    if created && !matches!(r, Ok(Applied::Applied)) {
+        *state = None;
+    }
+    r
+}
+
+fn apply_step(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
     let family = validate(state.as_ref(), &ev.op)?;
+    let created = state.is_none();
     let s = state.get_or_insert_with(|| AggState::empty(family));
+    let region = ev.region.as_deref().unwrap_or("");
     Ok(match (s, &ev.op) {
         (AggState::Counter { total }, Op::CounterAdd { delta }) => {
             *total = checked_add(*total, *delta, "counter total")?;
             Applied::Applied
         }
-        (AggState::Register { value, region, hlc }, Op::RegisterPut { value: v }) => {
-            *value = v.clone();
-            *region = ev.region.clone();
-            *hlc = ev.hlc;
+        (
+            AggState::Register {
+                value,
+                region: at,
+                hlc,
+                causal,
+            },
+            Op::RegisterPut {
+                value: v,
+                context,
+                dot,
+            },
+        ) => {
+            // A put written before dotted version vectors has no dot: last writer wins.
+            let current = match dot {
+                Some(d) => causal.put(d.clone(), put_context(context), ev.hlc, &ev.event_id),
+                None => true,
+            };
+            if current {
+                *value = v.clone();
+                *at = ev.region.clone();
+                *hlc = ev.hlc;
+            }
             Applied::Applied
         }
         (AggState::Leaderboard { best }, Op::ScoreSubmit { player, score }) => {
             best.submit(player, *score);
             Applied::Applied
         }
-        (AggState::Inventory { available, .. }, Op::StockAdd { qty }) => {
-            *available = checked_add(*available, *qty, "available stock")?;
+        (
+            AggState::Inventory {
+                available, escrow, ..
+            },
+            Op::StockAdd { qty, grants },
+        ) => {
+            let left = checked_add(*available, *qty, "available stock")?;
+            // The first stock add of a key decides its policy: with grants, escrow.
+            if created && grants.is_some() {
+                *escrow = Some(Escrow::default());
+            }
+            if let Some(e) = escrow {
+                let mut next = e.clone();
+                match grants {
+                    Some(g) => {
+                        for share in g {
+                            next.grant(&share.region, share.qty)
+                                .ok_or_else(|| overflow("granted rights"))?;
+                        }
+                        let given: i64 = g.iter().map(|s| s.qty).sum();
+                        if given != *qty {
+                            return Err(InvalidOp::InvalidValue(format!(
+                                "grants of {given} do not add up to the stock add of {qty}"
+                            )));
+                        }
+                    }
+                    None => next
+                        .grant(region, *qty)
+                        .ok_or_else(|| overflow("granted rights"))?,
+                }
+                *e = next;
+            }
+            *available = left;
             Applied::Applied
         }
         (
             AggState::Inventory {
                 available,
                 reserved,
+                escrow,
             },
             Op::Reserve { order_id, qty },
         ) => {
             if reserved.contains_key(order_id) {
                 Applied::Refused(format!("order {order_id} already holds a reservation"))
-            } else if *qty > *available {
+            } else if escrow.is_none() && *qty > *available {
                 Applied::Refused(format!(
                     "reservation of {qty} exceeds available {available}"
                 ))
             } else {
                 checked_add(reserved.total(), *qty, "reserved stock")?;
+                if let Some(e) = escrow {
+                    if let Err(why) = e.consume(region, *qty) {
+                        return Ok(Applied::Refused(why));
+                    }
+                }
                 *available -= qty;
                 reserved.insert(order_id.clone(), *qty);
                 Applied::Applied
@@ -345,16 +513,44 @@ pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Invali
             AggState::Inventory {
                 available,
                 reserved,
+                escrow,
             },
             Op::Release { order_id },
         ) => match reserved.get(order_id) {
             Some(q) => {
-                *available = checked_add(*available, q, "available stock")?;
+                let left = checked_add(*available, q, "available stock")?;
+                // The units come back as rights of the region that accepted the release.
+                if let Some(e) = escrow {
+                    e.grant(region, q)
+                        .ok_or_else(|| overflow("granted rights"))?;
+                }
+                *available = left;
                 reserved.remove(order_id);
                 Applied::Applied
             }
             None => Applied::Refused(format!("order {order_id} holds no reservation")),
         },
+        (AggState::Inventory { escrow, .. }, Op::RightsRequest { .. }) => {
+            if created {
+                *escrow = Some(Escrow::default());
+            }
+            match escrow {
+                Some(e) => {
+                    e.request(region);
+                    Applied::Applied
+                }
+                None => Applied::Refused("this SKU uses the repair policy: no rights".into()),
+            }
+        }
+        (AggState::Inventory { escrow, .. }, Op::RightsTransfer { to, qty, request }) => {
+            match escrow {
+                Some(e) => match e.transfer(region, to, *qty, *request) {
+                    Ok(()) => Applied::Applied,
+                    Err(why) => Applied::Refused(why),
+                },
+                None => Applied::Refused("this SKU uses the repair policy: no rights".into()),
+            }
+        }
         (AggState::Channel { count, last }, Op::MessagePost { author, text }) => {
             *count = count.saturating_add(1);
             last.push_back(Message {
@@ -368,6 +564,46 @@ pub fn apply(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Invali
         }
         _ => unreachable!("validate() checked the family"),
     })
+}
+
+fn overflow(what: &str) -> InvalidOp {
+    InvalidOp::InvalidValue(format!("{what} would overflow"))
+}
+
+/// Check an op as a producer sent it, before anything else: ops and fields only processors
+/// write are `reserved_op` (heartbeats, rights requests and transfers, a stock add's
+/// grants, a put's dot).
+pub fn validate_input(op: &Op) -> Result<(), InvalidOp> {
+    if op.is_reserved() {
+        return Err(InvalidOp::ReservedOp(op.name()));
+    }
+    match op {
+        Op::StockAdd {
+            grants: Some(_), ..
+        } => Err(InvalidOp::ReservedOp("StockAdd.grants")),
+        Op::RegisterPut { dot: Some(_), .. } => Err(InvalidOp::ReservedOp("RegisterPut.dot")),
+        _ => Ok(()),
+    }
+}
+
+/// The dot a put `region` accepts now gets, from the key's state: one past the last put of
+/// that region the state has seen.
+pub fn next_dot(state: Option<&AggState>, region: &str) -> Dot {
+    match state {
+        Some(AggState::Register { causal, .. }) => causal.next_dot(region),
+        _ => Dot {
+            region: region.to_owned(),
+            seq: 1,
+        },
+    }
+}
+
+/// What a writer that read `state` has seen, as a context token (`/state/{key}` returns it).
+pub fn context_token(state: Option<&AggState>) -> String {
+    match state {
+        Some(AggState::Register { causal, .. }) => crate::causal::token(&causal.seen),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -405,12 +641,10 @@ mod tests {
 
         // Stock: an add past the range; a release that would carry `available` past it.
         let mut inv = None;
-        apply(&mut inv, &ev(Op::StockAdd { qty: i64::MAX })).unwrap();
+        apply(&mut inv, &ev(Op::stock_add(i64::MAX))).unwrap();
         let before = inv.clone();
         assert_eq!(
-            apply(&mut inv, &ev(Op::StockAdd { qty: 1 }))
-                .unwrap_err()
-                .class(),
+            apply(&mut inv, &ev(Op::stock_add(1))).unwrap_err().class(),
             "invalid_value"
         );
         assert_eq!(inv, before);
@@ -419,7 +653,7 @@ mod tests {
             qty,
         };
         apply(&mut inv, &ev(reserve("o1", 10))).unwrap();
-        apply(&mut inv, &ev(Op::StockAdd { qty: 10 })).unwrap();
+        apply(&mut inv, &ev(Op::stock_add(10))).unwrap();
         let before = inv.clone();
         let release = ev(Op::Release {
             order_id: "o1".into(),
@@ -435,14 +669,14 @@ mod tests {
     fn wrong_family_is_invalid() {
         let mut s = None;
         apply(&mut s, &ev(Op::CounterAdd { delta: 1 })).unwrap();
-        let err = apply(&mut s, &ev(Op::RegisterPut { value: "x".into() })).unwrap_err();
+        let err = apply(&mut s, &ev(Op::put("x"))).unwrap_err();
         assert_eq!(err.class(), "wrong_family");
     }
 
     #[test]
     fn inventory_never_oversells() {
         let mut s = None;
-        apply(&mut s, &ev(Op::StockAdd { qty: 3 })).unwrap();
+        apply(&mut s, &ev(Op::stock_add(3))).unwrap();
         let r = |id: &str, q| Op::Reserve {
             order_id: id.into(),
             qty: q,
@@ -460,7 +694,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(apply(&mut s, &ev(r("b", 2))).unwrap(), Applied::Applied);
-        assert!(apply(&mut s, &ev(Op::StockAdd { qty: -1 })).is_err());
+        assert!(apply(&mut s, &ev(Op::stock_add(-1))).is_err());
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! the aggregates (apply + merge), and the reconciled order. No Kafka, no RocksDB.
 
 pub mod aggregate;
+pub mod causal;
 pub mod clock;
 pub mod custom;
+pub mod escrow;
 pub mod indexed;
 pub mod order;
 pub mod published;

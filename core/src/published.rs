@@ -47,6 +47,12 @@ pub enum Published {
         value: String,
         region: Option<String>,
         hlc: Option<Hlc>,
+        /// Current versions (concurrent puts not superseded yet): 1 when there is no conflict.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        siblings: u64,
+        /// The context token a writer that read this state sends with its put.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        context: String,
     },
     Leaderboard {
         players: u64,
@@ -61,6 +67,9 @@ pub enum Published {
         open_orders: u64,
         /// This event's order, for a reservation or a release.
         order: Option<Holding>,
+        /// Escrow policy: the rights each region holds (they add up to `available`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rights: Option<std::collections::BTreeMap<String, i64>>,
     },
     Channel {
         count: u64,
@@ -78,6 +87,10 @@ pub enum Published {
     },
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Published {
     pub fn from_json(s: &str) -> Result<Published, serde_json::Error> {
         serde_json::from_str(s)
@@ -88,10 +101,17 @@ impl Published {
 pub fn publish(state: &AggState, ev: &Event) -> Published {
     match state {
         AggState::Counter { total } => Published::Counter { total: *total },
-        AggState::Register { value, region, hlc } => Published::Register {
+        AggState::Register {
+            value,
+            region,
+            hlc,
+            causal,
+        } => Published::Register {
             value: value.clone(),
             region: region.clone(),
             hlc: *hlc,
+            siblings: causal.siblings.len() as u64,
+            context: crate::causal::token(&causal.seen),
         },
         AggState::Leaderboard { best } => Published::Leaderboard {
             players: best.len() as u64,
@@ -113,7 +133,9 @@ pub fn publish(state: &AggState, ev: &Event) -> Published {
         AggState::Inventory {
             available,
             reserved,
+            escrow,
         } => Published::Inventory {
+            rights: escrow.as_ref().map(|e| e.rights_by_region()),
             available: *available,
             reserved: reserved.total(),
             open_orders: reserved.len() as u64,
@@ -194,7 +216,7 @@ mod tests {
         apply(&mut s, &e).unwrap();
         assert_eq!(published_json(s.as_ref(), &e), s.unwrap().to_json());
         let mut s = None;
-        let e = ev(Op::RegisterPut { value: "v".into() });
+        let e = ev(Op::put("v"));
         apply(&mut s, &e).unwrap();
         assert_eq!(published_json(s.as_ref(), &e), s.unwrap().to_json());
         assert_eq!(published_json(None, &e), "null");
@@ -228,7 +250,7 @@ mod tests {
         assert_eq!(player.unwrap().player, "player-049999");
 
         let mut inv = None;
-        apply(&mut inv, &ev(Op::StockAdd { qty: 1_000_000 })).unwrap();
+        apply(&mut inv, &ev(Op::stock_add(1_000_000))).unwrap();
         for i in 0..50_000 {
             last = ev(Op::Reserve {
                 order_id: format!("order-{i:06}"),
@@ -247,6 +269,7 @@ mod tests {
                     order_id: "order-049999".into(),
                     held: 2
                 }),
+                rights: None,
             }
         );
     }
@@ -272,9 +295,7 @@ mod tests {
         assert!(last[4].text.starts_with("19") && last[0].text.starts_with("15"));
 
         let mut reg = None;
-        let e = ev(Op::RegisterPut {
-            value: "v".repeat(PUBLISHED_MAX_BYTES),
-        });
+        let e = ev(Op::put("v".repeat(PUBLISHED_MAX_BYTES)));
         apply(&mut reg, &e).unwrap();
         let Published::Oversized { family, bytes } =
             Published::from_json(&published_json(reg.as_ref(), &e)).unwrap()

@@ -19,7 +19,7 @@
 //! pending events name, kept up to date as own events are accepted and rebuilt once (one
 //! scan of the key's pending events) after `reconciled` changes the key.
 
-use crate::aggregate::{apply_admitted, apply_reconciled, Orders};
+use crate::aggregate::{apply_pending, apply_reconciled, Orders};
 use crate::{AggState, Family, OrderKey};
 use rf_schemas::{Event, Hlc, Op, ReconciledEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -356,7 +356,7 @@ impl RegionalView {
                 if let Some(o) = order_of(&ev.op) {
                     name_order(a, replica.and_then(|r| r.state.as_ref()), o);
                 }
-                let _ = apply_admitted(&mut a.state, ev);
+                let _ = apply_pending(&mut a.state, ev);
             }
             Some(_) => {
                 self.admission.remove(&ev.key);
@@ -543,7 +543,7 @@ impl RegionalView {
     pub fn view(&self, key: &str) -> Option<AggState> {
         let mut state = self.replica.get(key).and_then(|(_, r)| r.state.clone());
         for ev in self.events_of(key) {
-            let _ = apply_admitted(&mut state, &ev);
+            let _ = apply_pending(&mut state, &ev);
         }
         state
     }
@@ -572,6 +572,7 @@ impl RegionalView {
             Some(AggState::Inventory {
                 available,
                 reserved,
+                escrow,
             }) => {
                 let mut one = Orders::default();
                 if let Some((o, q)) = order.and_then(|o| Some((o, reserved.get(o)?))) {
@@ -580,6 +581,7 @@ impl RegionalView {
                 Some(AggState::Inventory {
                     available: *available,
                     reserved: one,
+                    escrow: escrow.clone(),
                 })
             }
             other => other.clone(),
@@ -703,9 +705,12 @@ impl RegionalView {
 fn build_admission(reconciled: Option<&AggState>, pending: &[Event]) -> Admission {
     let mut a = Admission {
         state: match reconciled {
-            Some(AggState::Inventory { available, .. }) => Some(AggState::Inventory {
+            Some(AggState::Inventory {
+                available, escrow, ..
+            }) => Some(AggState::Inventory {
                 available: *available,
                 reserved: Orders::default(),
+                escrow: escrow.clone(),
             }),
             other => other.cloned(),
         },
@@ -717,7 +722,7 @@ fn build_admission(reconciled: Option<&AggState>, pending: &[Event]) -> Admissio
         }
     }
     for ev in pending {
-        let _ = apply_admitted(&mut a.state, ev);
+        let _ = apply_pending(&mut a.state, ev);
     }
     a
 }
@@ -740,6 +745,7 @@ fn name_order(a: &mut Admission, reconciled: Option<&AggState>, order: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::apply_admitted;
     use rf_schemas::{Op, Outcome};
 
     fn ev(region: &str, id: &str, hlc: i64, op: Op) -> Event {
@@ -767,7 +773,7 @@ mod tests {
     fn a_checkpointed_partition_reloads_to_the_same_view_and_forgetting_drops_it() {
         let mut v = RegionalView::new("a");
         let mut st = None;
-        let stock = ev("b", "s", 10, Op::StockAdd { qty: 100 });
+        let stock = ev("b", "s", 10, Op::stock_add(100));
         apply_admitted(&mut st, &stock).unwrap();
         v.reconciled(3, &rec(stock, st.as_ref().unwrap()));
         let saved = v.take_replicas();
@@ -776,7 +782,7 @@ mod tests {
         assert!(v.take_replicas().is_empty(), "taken once");
         // A later record of the key, not yet checkpointed, is forgotten with the partition:
         // the follower re-reads it from the checkpoint's offset.
-        let more = ev("b", "s2", 20, Op::StockAdd { qty: 5 });
+        let more = ev("b", "s2", 20, Op::stock_add(5));
         apply_admitted(&mut st, &more).unwrap();
         v.reconciled(3, &rec(more.clone(), st.as_ref().unwrap()));
         v.forget_partition(3);
@@ -795,7 +801,7 @@ mod tests {
     #[test]
     fn view_is_reconciled_state_plus_own_pending() {
         let mut v = RegionalView::new("a");
-        let stock = ev("b", "s", 10, Op::StockAdd { qty: 100 });
+        let stock = ev("b", "s", 10, Op::stock_add(100));
         let mut st = None;
         apply_admitted(&mut st, &stock).unwrap();
         v.reconciled(0, &rec(stock, st.as_ref().unwrap()));
@@ -823,9 +829,9 @@ mod tests {
     #[test]
     fn a_copy_kept_from_another_region_settles_ours() {
         let mut v = RegionalView::new("a");
-        let mine = ev("a", "x", 50, Op::StockAdd { qty: 5 });
+        let mine = ev("a", "x", 50, Op::stock_add(5));
         v.accepted(0, &mine);
-        let theirs = ev("b", "x", 40, Op::StockAdd { qty: 5 });
+        let theirs = ev("b", "x", 40, Op::stock_add(5));
         let mut st = None;
         apply_admitted(&mut st, &theirs).unwrap();
         v.reconciled(0, &rec(theirs, st.as_ref().unwrap()));
@@ -836,19 +842,19 @@ mod tests {
     #[test]
     fn our_copy_loaded_after_another_regions_copy_was_reconciled_is_not_pending() {
         let mut v = RegionalView::new("a");
-        let theirs = ev("b", "x", 40, Op::StockAdd { qty: 5 });
+        let theirs = ev("b", "x", 40, Op::stock_add(5));
         let mut st = None;
         apply_admitted(&mut st, &theirs).unwrap();
         v.reconciled(0, &rec(theirs, st.as_ref().unwrap()));
         // Our later copy of the same event (a failover retry), reloaded on restore.
-        assert!(!v.accepted(0, &ev("a", "x", 50, Op::StockAdd { qty: 5 })));
+        assert!(!v.accepted(0, &ev("a", "x", 50, Op::stock_add(5))));
         assert_eq!(available(v.view("item")), 5);
         // Any own event ordered before a reconciled record of the key is settled too.
-        let later = ev("b", "y", 60, Op::StockAdd { qty: 1 });
+        let later = ev("b", "y", 60, Op::stock_add(1));
         apply_admitted(&mut st, &later).unwrap();
         v.reconciled(0, &rec(later, st.as_ref().unwrap()));
-        assert!(!v.accepted(0, &ev("a", "z", 55, Op::StockAdd { qty: 1 })));
-        assert!(v.accepted(0, &ev("a", "w", 65, Op::StockAdd { qty: 1 })));
+        assert!(!v.accepted(0, &ev("a", "z", 55, Op::stock_add(1))));
+        assert!(v.accepted(0, &ev("a", "w", 65, Op::stock_add(1))));
     }
 
     /// With a backing, the ids taken for the store leave memory and the backing answers
@@ -867,31 +873,31 @@ mod tests {
         }
         let ids = Arc::new(Mutex::new(HashSet::new()));
         let mut v = RegionalView::new("a").with_seen_ids(Box::new(Store(ids.clone())));
-        let theirs = ev("b", "x", 40, Op::StockAdd { qty: 5 });
+        let theirs = ev("b", "x", 40, Op::stock_add(5));
         let mut st = None;
         apply_admitted(&mut st, &theirs).unwrap();
         v.reconciled(0, &rec(theirs, st.as_ref().unwrap()));
         // Our own reconciled copies are never taken: the frontier settles them.
-        let ours = ev("a", "o", 45, Op::StockAdd { qty: 1 });
+        let ours = ev("a", "o", 45, Op::stock_add(1));
         apply_admitted(&mut st, &ours).unwrap();
         v.reconciled(0, &rec(ours, st.as_ref().unwrap()));
         let taken = v.take_seen_ids();
         assert_eq!(taken, vec![("item".to_owned(), "x".to_owned(), 40)]);
         assert!(v.recent_ids.is_empty(), "taken ids leave memory");
         // Not written yet: our later copy of x is pending (the store does not know x).
-        assert!(v.accepted(0, &ev("a", "x", 50, Op::StockAdd { qty: 5 })));
+        assert!(v.accepted(0, &ev("a", "x", 50, Op::stock_add(5))));
         v.forget_partition(0);
         for (k, e, _) in taken {
             ids.lock().unwrap().insert((k, e));
         }
-        assert!(!v.accepted(0, &ev("a", "x", 50, Op::StockAdd { qty: 5 })));
-        assert!(v.accepted(0, &ev("a", "new", 51, Op::StockAdd { qty: 1 })));
+        assert!(!v.accepted(0, &ev("a", "x", 50, Op::stock_add(5))));
+        assert!(v.accepted(0, &ev("a", "new", 51, Op::stock_add(1))));
     }
 
     #[test]
     fn an_event_already_reconciled_is_not_pending_again() {
         let mut v = RegionalView::new("a");
-        let e = ev("a", "x", 50, Op::StockAdd { qty: 5 });
+        let e = ev("a", "x", 50, Op::stock_add(5));
         let mut st = None;
         apply_admitted(&mut st, &e).unwrap();
         v.reconciled(0, &rec(e.clone(), st.as_ref().unwrap()));
@@ -903,7 +909,7 @@ mod tests {
     #[test]
     fn a_record_read_again_is_folded_once() {
         let mut v = RegionalView::new("a");
-        let e = ev("b", "s", 10, Op::StockAdd { qty: 7 });
+        let e = ev("b", "s", 10, Op::stock_add(7));
         let mut st = None;
         apply_admitted(&mut st, &e).unwrap();
         let r = rec(e, st.as_ref().unwrap());
@@ -915,7 +921,7 @@ mod tests {
     /// An inventory op of the property tests: stock, or a reservation or release of order `o`.
     fn inventory_op(o: u8, q: i64, kind: u8) -> Op {
         match kind {
-            0 => Op::StockAdd { qty: q },
+            0 => Op::stock_add(q),
             1 => Op::Reserve {
                 order_id: format!("o{o}"),
                 qty: q,
@@ -973,10 +979,7 @@ mod tests {
         let log = MemLog::default();
         let mut v = RegionalView::new("a").with_pending_log(Box::new(log.clone()), Hold::default());
         for i in 0..100 {
-            assert!(v.accepted(
-                2,
-                &ev("a", &format!("p{i}"), 100 + i, Op::StockAdd { qty: 1 })
-            ));
+            assert!(v.accepted(2, &ev("a", &format!("p{i}"), 100 + i, Op::stock_add(1))));
         }
         log.write(v.take_pending(0, &[]));
         assert_eq!(log.len(), 100);
@@ -986,11 +989,11 @@ mod tests {
         // Another region's copy of p50 (a failover duplicate) settles ours by id; our own
         // reconciled p0..p9 settle the prefix.
         let mut st = None;
-        let theirs = ev("b", "p50", 20, Op::StockAdd { qty: 1 });
+        let theirs = ev("b", "p50", 20, Op::stock_add(1));
         apply_admitted(&mut st, &theirs).unwrap();
         v.reconciled(2, &rec(theirs, st.as_ref().unwrap()));
         for i in 0..10 {
-            let e = ev("a", &format!("p{i}"), 100 + i, Op::StockAdd { qty: 1 });
+            let e = ev("a", &format!("p{i}"), 100 + i, Op::stock_add(1));
             apply_admitted(&mut st, &e).unwrap();
             v.reconciled(2, &rec(e, st.as_ref().unwrap()));
         }
@@ -1026,7 +1029,7 @@ mod tests {
             max_events: 10,
         };
         let mut v = RegionalView::new("a").with_pending_log(Box::new(log.clone()), hold);
-        let own = |i: i64| ev("a", &format!("p{i}"), 100 + i, Op::StockAdd { qty: 1 });
+        let own = |i: i64| ev("a", &format!("p{i}"), 100 + i, Op::stock_add(1));
         for i in 0..5 {
             v.accepted(1, &own(i));
         }

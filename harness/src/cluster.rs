@@ -200,6 +200,18 @@ impl Cluster {
         clock: Arc<dyn rf_core::Clock>,
     ) {
         let cfg = self.processor_config(region, instance);
+        self.start_processor_with(cfg, instance, clock);
+    }
+
+    /// Start a processor with `cfg` (from `processor_config`, then changed).
+    pub fn start_processor_with(
+        &mut self,
+        cfg: rf_processor::Config,
+        instance: usize,
+        clock: Arc<dyn rf_core::Clock>,
+    ) {
+        let region = cfg.region.clone();
+        let region = region.as_str();
         let shutdown = Shutdown::default();
         let stats = Arc::new(ProcStats::new(region));
         let (s, st) = (shutdown.clone(), stats.clone());
@@ -329,11 +341,13 @@ impl Cluster {
     }
 
     /// Records the in-process reconciler has written to `reconciled` (0 before it runs).
+    /// Producers' events the in-process reconciler released so far (records of ops the
+    /// processors write themselves, escrow rights requests and transfers, not counted).
     pub fn reconciled_so_far(&self) -> u64 {
         self.reconciler.as_ref().map_or(0, |r| {
-            r.stats
-                .reconciled
-                .load(std::sync::atomic::Ordering::Relaxed)
+            let s = &r.stats;
+            s.reconciled.load(std::sync::atomic::Ordering::Relaxed)
+                - s.originated.load(std::sync::atomic::Ordering::Relaxed)
         })
     }
 

@@ -100,9 +100,7 @@ pub fn generate(w: &Workload, regions: usize) -> (Vec<Outgoing>, Ledger) {
                 ),
                 50..65 => (
                     format!("profile:{n}:theme"),
-                    Op::RegisterPut {
-                        value: format!("theme-{i}-r{region}"),
-                    },
+                    Op::put(format!("theme-{i}-r{region}")),
                 ),
                 65..80 => (
                     format!("board:{}", n % 5),
@@ -114,9 +112,7 @@ pub fn generate(w: &Workload, regions: usize) -> (Vec<Outgoing>, Ledger) {
                 80..90 => (
                     format!("stock:{}", n % 5),
                     if rng.random_bool(0.3) {
-                        Op::StockAdd {
-                            qty: rng.random_range(1..=20),
-                        }
+                        Op::stock_add(rng.random_range(1..=20))
                     } else {
                         Op::Reserve {
                             order_id: format!("o-{}-{i}", w.seed),
@@ -142,9 +138,7 @@ pub fn generate(w: &Workload, regions: usize) -> (Vec<Outgoing>, Ledger) {
         } else {
             (
                 format!("profile:{}:theme", rng.random_range(0..w.register_keys)),
-                Op::RegisterPut {
-                    value: format!("theme-{i}-r{region}"),
-                },
+                Op::put(format!("theme-{i}-r{region}")),
             )
         };
         let id = format!("ev-{}-{i}", w.seed);
@@ -269,9 +263,7 @@ pub fn malformed_payload(j: usize, key: String, rng: &mut StdRng) -> (String, Ve
             let b = enc(&Event::new(
                 format!("bad-{j}"),
                 k.clone(),
-                Op::RegisterPut {
-                    value: "x".repeat(70 * 1024),
-                },
+                Op::put("x".repeat(70 * 1024)),
             ));
             (k, b)
         }
@@ -302,9 +294,7 @@ pub fn malformed_payload(j: usize, key: String, rng: &mut StdRng) -> (String, Ve
             let b = enc(&Event::new(
                 format!("bad-{j}"),
                 key.clone(),
-                Op::RegisterPut {
-                    value: "not a counter".into(),
-                },
+                Op::put("not a counter"),
             ));
             (key, b)
         }

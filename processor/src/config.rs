@@ -56,6 +56,17 @@ pub struct Config {
     /// more to read). 0 ms: written with the next batch.
     pub view_pending_hold_ms: u64,
     pub view_pending_hold_max_events: usize,
+    /// Inventory policy for SKU keys no prefix below names: `escrow` (a region admits only
+    /// within the stock rights it holds: never oversold, even during a partition) or `repair`
+    /// (admit on the regional view, revoke in the merge).
+    pub inventory_policy: String,
+    /// Policy per key prefix (the longest matching prefix wins), e.g. `"preorder:" = "repair"`.
+    pub inventory_policy_prefixes: BTreeMap<String, String>,
+    /// Escrow: how a stock add's rights are split, as weights per region (`{eu = 1, us = 1}`
+    /// splits evenly); empty: all to the region that accepted it.
+    pub escrow_split: BTreeMap<String, u32>,
+    /// Escrow: rights a region keeps for itself when it donates to a region that asked.
+    pub escrow_local_reserve: i64,
     /// HTTP address for /health, /ready, /metrics, /state/{key} and /feed (empty: none).
     pub http_addr: String,
     /// Passed through to librdkafka verbatim (e.g. `security.protocol`, `sasl.*`).
@@ -88,6 +99,10 @@ impl Default for Config {
             view_catch_up_timeout_ms: 10_000,
             view_pending_hold_ms: 5_000,
             view_pending_hold_max_events: 30_000,
+            inventory_policy: "escrow".into(),
+            inventory_policy_prefixes: BTreeMap::new(),
+            escrow_split: BTreeMap::new(),
+            escrow_local_reserve: 0,
             http_addr: "0.0.0.0:8080".into(),
             kafka: BTreeMap::new(),
         }
@@ -147,6 +162,22 @@ impl Config {
                 "must be cooperative-sticky, range or roundrobin",
             ));
         }
+        policy("inventory_policy", "", &self.inventory_policy)?;
+        for (prefix, p) in &self.inventory_policy_prefixes {
+            policy("inventory_policy_prefixes", prefix, p)?;
+        }
+        for (region, w) in &self.escrow_split {
+            identifier("escrow_split", region)?;
+            if *w == 0 {
+                return Err(bad(
+                    "escrow_split",
+                    format!("{region}: weights must be positive (leave a region out to give it nothing)"),
+                ));
+            }
+        }
+        if self.escrow_local_reserve < 0 {
+            return Err(bad("escrow_local_reserve", "must not be negative"));
+        }
         in_range("store_memtable_mb", self.store_memtable_mb, 8, 65_536)?;
         in_range("store_block_cache_mb", self.store_block_cache_mb, 1, 65_536)?;
         if self.dedup_retention_secs == 0 {
@@ -155,12 +186,50 @@ impl Config {
         refuse_managed("processor", &self.kafka)
     }
 
+    /// The inventory policy of `key`: the longest matching prefix's, else the default.
+    pub fn policy_of(&self, key: &str) -> Policy {
+        let p = self
+            .inventory_policy_prefixes
+            .iter()
+            .filter(|(prefix, _)| key.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.inventory_policy.as_str(), |(_, p)| p.as_str());
+        if p == "repair" {
+            Policy::Repair
+        } else {
+            Policy::Escrow
+        }
+    }
+
     pub fn group_id(&self) -> String {
         if self.group_id.is_empty() {
             format!("rf-processor-{}", self.region)
         } else {
             self.group_id.clone()
         }
+    }
+}
+
+/// How a SKU's reservations are admitted (`Config::policy_of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Escrow,
+    Repair,
+}
+
+fn policy(field: &'static str, prefix: &str, value: &str) -> Result<()> {
+    if value == "escrow" || value == "repair" {
+        Ok(())
+    } else {
+        let at = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("prefix {prefix:?}: ")
+        };
+        Err(bad(
+            field,
+            format!("{at}must be escrow or repair, got {value:?}"),
+        ))
     }
 }
 
@@ -192,5 +261,31 @@ mod tests {
         c.kafka
             .insert("isolation.level".into(), "read_uncommitted".into());
         assert!(c.validate().unwrap_err().to_string().contains("kafka"));
+        let mut c = Config {
+            region: "eu".into(),
+            ..Config::default()
+        };
+        c.inventory_policy_prefixes
+            .insert("pre:".into(), "optimistic".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("inventory_policy_prefixes") && e.contains("pre:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_longest_prefix_picks_the_policy() {
+        let mut c = Config {
+            region: "eu".into(),
+            ..Config::default()
+        };
+        c.inventory_policy_prefixes
+            .insert("stock:".into(), "repair".into());
+        c.inventory_policy_prefixes
+            .insert("stock:sale:".into(), "escrow".into());
+        assert_eq!(c.policy_of("stock:1"), Policy::Repair);
+        assert_eq!(c.policy_of("stock:sale:1"), Policy::Escrow);
+        assert_eq!(c.policy_of("other"), Policy::Escrow);
     }
 }

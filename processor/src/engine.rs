@@ -59,6 +59,9 @@ pub struct Engine {
     pub(crate) follower: Option<Follower>,
     /// Owned partitions whose view is still catching up (input paused, `catch_up.rs`).
     pub(crate) catch_up: BTreeMap<i32, crate::catch_up::CatchUp>,
+    /// Escrow keys `reconciled` changed since the last `donate`: they may hold requests
+    /// for rights this region can answer.
+    pub(crate) donate_due: std::collections::BTreeSet<(i32, String)>,
 }
 
 impl Engine {
@@ -92,6 +95,7 @@ impl Engine {
             txn_id,
             follower,
             catch_up: BTreeMap::new(),
+            donate_due: Default::default(),
         }
     }
 
@@ -144,11 +148,23 @@ impl Engine {
                 if ev.refusal.is_some() {
                     self.stats.counters.refused.inc();
                 }
+                if ev
+                    .refusal
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("no local rights"))
+                {
+                    self.stats.counters.rights_short.inc();
+                }
                 self.write_history(p, &ev, Some(m.offset()))?;
                 fail::fail_point!("rf::mid_produce", |_| -> Result<()> {
                     crash("rf::mid_produce")
                 });
                 self.stats.counters.accepted.inc();
+                let originated = self.folds.get_mut(&p).expect("fold").take_originated();
+                for req in originated {
+                    self.write_history(p, &req, None)?;
+                    self.stats.counters.rights_requests.inc();
+                }
             }
             Decision::Duplicate => self.stats.counters.duplicates.inc(),
             Decision::Dead { class, reason } => {
@@ -244,9 +260,59 @@ impl Engine {
             crate::serve::feed_json(r).to_string(),
         );
         self.stats.view.reconciled(r.partition, &r.record);
+        if self.use_view
+            && rf_core::Family::of(&r.record.event.op) == Some(rf_core::Family::Inventory)
+        {
+            self.donate_due
+                .insert((r.partition, r.record.event.key.clone()));
+        }
         if r.region != self.cfg.region {
             self.observe_remote(r);
         }
+    }
+
+    /// Escrow donation (`rf_core::escrow::donation`): for each key `reconciled` changed, give
+    /// part of this region's spare rights to the regions whose requests are open, each
+    /// transfer a history record in the open transaction and pending in the view at once
+    /// (so it is never given twice). Partitions still catching up give nothing: their view
+    /// may not show what was given already.
+    pub fn donate(&mut self) -> Result<()> {
+        if self.donate_due.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let region = self.cfg.region.clone();
+        let probe = rf_schemas::Op::RightsRequest { qty: 1 };
+        for (p, key) in std::mem::take(&mut self.donate_due) {
+            if !self.folds.contains_key(&p) || self.catch_up.contains_key(&p) {
+                continue;
+            }
+            let gifts = match self.stats.view.lock().admission_view(&key, &probe) {
+                Some(rf_core::AggState::Inventory {
+                    escrow: Some(e), ..
+                }) => rf_core::escrow::donation(&e, &region, self.cfg.escrow_local_reserve),
+                _ => Vec::new(),
+            };
+            for (to, qty, request) in gifts {
+                self.begin()?;
+                let op = rf_schemas::Op::RightsTransfer {
+                    to: to.clone(),
+                    qty,
+                    request,
+                };
+                let id = format!("rights-transfer:{region}:{to}:{request}");
+                let fold = self.folds.get_mut(&p).expect("fold");
+                let Some(ev) = fold.originate(&self.store, &key, id, op, now)? else {
+                    continue;
+                };
+                self.stats.view.lock().accepted(p, &ev);
+                self.write_history(p, &ev, None)?;
+                self.stats.counters.rights_transfers.inc();
+                self.stats.counters.rights_given.inc_by(qty as u64);
+                tracing::debug!(partition = p, %key, %to, qty, request, "rights given");
+            }
+        }
+        Ok(())
     }
 
     /// Invariant 4: a timestamp another region stamped advances the owning partition's

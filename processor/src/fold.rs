@@ -2,11 +2,14 @@
 //! HLC (invariant 4), fold into state, and stage the store batch. The same fold adopts
 //! records read back from history on restore (invariant 3).
 
+use crate::config::{Config, Policy};
 use crate::store::{PartitionMeta, StateStore, StoreBatch};
-use rf_core::aggregate::{apply, apply_admitted, validate};
+use rf_core::aggregate::{apply, apply_admitted, next_dot, validate, validate_input};
+use rf_core::escrow::{split, Escrow};
 use rf_core::{AggState, Applied, Family, HlcClock, RegionalView};
 use rf_runtime::error::Result;
 use rf_schemas::{Codec, Event, Hlc, Op};
+use std::sync::Arc;
 // Fx instead of SipHash (3.5 % of a profile). Fx does not resist hash flooding: keys come
 // from the deployment's own upstream producers, not from the open internet.
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -36,6 +39,11 @@ pub struct PartitionFold {
     pending_ids: Vec<(String, String)>,
     pending_set: HashSet<(String, String)>,
     pub meta: PartitionMeta,
+    /// Inventory policies and the escrow split (from the configuration).
+    rules: Arc<Config>,
+    /// Events this processor wrote of its own accord while deciding (rights requests), for
+    /// the engine to write into history after the decided one (`take_originated`).
+    originated: Vec<Event>,
 }
 
 impl PartitionFold {
@@ -56,7 +64,47 @@ impl PartitionFold {
             pending_ids: Vec::new(),
             pending_set: HashSet::default(),
             meta,
+            rules: Arc::new(Config::default()),
+            originated: Vec::new(),
         }
+    }
+
+    /// Decide inventory by `cfg`'s policies (default: escrow everywhere, stock rights to the
+    /// accepting region).
+    pub fn with_rules(mut self, cfg: Arc<Config>) -> Self {
+        self.rules = cfg;
+        self
+    }
+
+    /// Events originated while deciding, in the order to write them.
+    pub fn take_originated(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.originated)
+    }
+
+    /// An event this processor writes of its own accord (a rights request or transfer):
+    /// stamped, recorded for dedup and folded into this region's state, or `None` when its
+    /// id is in history already (a replay decided it before).
+    pub fn originate(
+        &mut self,
+        store: &dyn StateStore,
+        key: &str,
+        event_id: String,
+        op: Op,
+        now_ms: i64,
+    ) -> Result<Option<Event>> {
+        if self.is_dup(store, key, &event_id)? {
+            return Ok(None);
+        }
+        let mut ev = Event::new(event_id, key, op);
+        ev.region = Some(self.region.clone());
+        ev.hlc = Some(self.clock.tick(now_ms));
+        let mut state = self.take(store, key)?;
+        let _ = apply_admitted(&mut state, &ev);
+        self.record(key, &ev.event_id);
+        if let Some(s) = state {
+            self.cache.insert(key.to_owned(), s);
+        }
+        Ok(Some(ev))
     }
 
     /// The key's state, taken out of the cache (the caller puts it back) or read from the
@@ -136,10 +184,35 @@ impl PartitionFold {
         // per event, however large the key (a leaderboard of 200,000 players).
         let mut state = self.take(store, &ev.key)?;
         let key = ev.key.clone();
-        let decision = self.decide_op(&mut state, view, ev, now_ms);
+        let mut view = view;
+        let decision = self.decide_op(&mut state, view.as_deref_mut(), ev, now_ms);
         if let Decision::Accept(ev) = &decision {
             self.record(&ev.key, &ev.event_id);
         }
+        // A rights request the decision originated: exactly once (a replay may have written
+        // it), folded into this region's state and held pending in the view at once, so the
+        // next refusal does not ask again.
+        let mut originated = Vec::new();
+        for req in std::mem::take(&mut self.originated) {
+            match self.is_dup(store, &req.key, &req.event_id) {
+                Ok(false) => originated.push(req),
+                Ok(true) => {}
+                Err(e) => {
+                    if let Some(s) = state {
+                        self.cache.insert(key, s);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for req in &originated {
+            self.record(&req.key, &req.event_id);
+            let _ = apply_admitted(&mut state, req);
+            if let Some(v) = view.as_deref_mut() {
+                v.accepted(self.partition, req);
+            }
+        }
+        self.originated = originated;
         if let Some(s) = state {
             self.cache.insert(key, s);
         }
@@ -149,22 +222,23 @@ impl PartitionFold {
     fn decide_op(
         &mut self,
         state: &mut Option<AggState>,
-        view: Option<&mut RegionalView>,
+        mut view: Option<&mut RegionalView>,
         mut ev: Event,
         now_ms: i64,
     ) -> Decision {
-        if let Err(e) = validate(state.as_ref(), &ev.op) {
+        if let Err(e) = validate_input(&ev.op).and_then(|_| validate(state.as_ref(), &ev.op)) {
             return Decision::Dead {
                 class: e.class(),
                 reason: e.to_string(),
             };
         }
+        let inventory = Family::of(&ev.op) == Some(Family::Inventory);
+        let policy = self.rules.policy_of(&ev.key);
+        self.stamp_op(state.as_ref(), view.as_deref_mut(), &mut ev);
         // Inventory is admitted against the regional view (reduced to what the op needs),
         // everything else against this region's own state.
         let mut admit_view = match view {
-            Some(v) if Family::of(&ev.op) == Some(Family::Inventory) => {
-                Some(v.admission_view(&ev.key, &ev.op))
-            }
+            Some(v) if inventory => Some(v.admission_view(&ev.key, &ev.op)),
             _ => None,
         };
         // A release of an order the view holds no reservation for (yet: the reservation may
@@ -194,7 +268,13 @@ impl PartitionFold {
         match r {
             Ok(Applied::Applied) => {}
             Ok(Applied::Refused(_)) if pending_release => {}
-            Ok(Applied::Refused(r)) => ev.refusal = Some(r),
+            Ok(Applied::Refused(r)) => {
+                ev.refusal = Some(r);
+                if policy == Policy::Escrow {
+                    let decided_on = admit_view.as_ref().unwrap_or(state);
+                    self.short_of_rights(decided_on.as_ref(), &mut ev, now_ms);
+                }
+            }
             Err(e) => {
                 return Decision::Dead {
                     class: e.class(),
@@ -208,6 +288,94 @@ impl PartitionFold {
             let _ = apply_admitted(state, &ev);
         }
         Decision::Accept(ev)
+    }
+
+    /// Fill in what the processor decides of an op before admission: a stock add's grants
+    /// (escrow policy), a put's dot and, when the producer sent none, its context (the
+    /// regional view's version vector, else this region's own state's).
+    fn stamp_op(&self, state: Option<&AggState>, view: Option<&mut RegionalView>, ev: &mut Event) {
+        let region = self.region.as_str();
+        match &mut ev.op {
+            Op::StockAdd { qty, grants } if self.rules.policy_of(&ev.key) == Policy::Escrow => {
+                *grants = Some(split(*qty, region, &self.rules.escrow_split));
+            }
+            Op::RegisterPut { context, dot, .. } => {
+                let mine = next_dot(state, region);
+                match context {
+                    // What the reconciled state has seen joined with what this region's own
+                    // puts had (they are all in its own state): the regional view's version
+                    // vector, in O(regions), without reading the key's pending events.
+                    None => {
+                        let mut vv = match state {
+                            Some(AggState::Register { causal, .. }) => causal.seen.clone(),
+                            _ => Default::default(),
+                        };
+                        if let Some(AggState::Register { causal, .. }) =
+                            view.and_then(|v| v.reconciled_state(&ev.key))
+                        {
+                            rf_core::causal::join(&mut vv, &causal.seen);
+                        }
+                        *context = Some(rf_core::causal::token(&vv));
+                    }
+                    // A token cannot claim more of this region's puts than there are.
+                    Some(t) => {
+                        if let Ok(mut vv) = rf_core::causal::parse_token(t) {
+                            if let Some(n) = vv.get_mut(region) {
+                                *n = (*n).min(mine.seq - 1);
+                                if *n < 1 {
+                                    vv.remove(region);
+                                }
+                            }
+                            *t = rf_core::causal::token(&vv);
+                        }
+                    }
+                }
+                *dot = Some(mine);
+            }
+            _ => {}
+        }
+    }
+
+    /// An escrow reservation refused for want of rights: the reason says what this region
+    /// and the others hold, and a request for rights is recorded (originated) unless this
+    /// region's last request is still open.
+    fn short_of_rights(&mut self, decided_on: Option<&AggState>, ev: &mut Event, now_ms: i64) {
+        let Op::Reserve { qty, .. } = &ev.op else {
+            return;
+        };
+        let region = self.region.clone();
+        let none = Escrow::default();
+        let escrow = match decided_on {
+            Some(AggState::Inventory {
+                escrow: Some(e), ..
+            }) => e,
+            None => &none,
+            // Repair-mode state, or refused for another reason (the order holds one).
+            _ => return,
+        };
+        if escrow.rights(&region) >= *qty {
+            return;
+        }
+        ev.refusal = Some(if decided_on.is_some() {
+            escrow.shortage(&region, *qty)
+        } else {
+            format!(
+                "no local rights: {region} holds 0 of the {qty} asked; no stock is known here yet"
+            )
+        });
+        if escrow.request_open(&region) {
+            return;
+        }
+        let n = escrow.requested.get(&region).copied().unwrap_or(0) + 1;
+        let id = format!("rights-request:{region}:{n}");
+        let mut req = Event::new(id, ev.key.clone(), Op::RightsRequest { qty: *qty });
+        req.region = Some(region);
+        req.hlc = Some(self.clock.tick(now_ms));
+        ev.refusal
+            .as_mut()
+            .expect("refused")
+            .push_str("; rights requested");
+        self.originated.push(req);
     }
 
     /// A heartbeat for this history partition, stamped now.
@@ -420,5 +588,178 @@ mod tests {
             }
             _ => panic!("without a view the release is refused in history"),
         }
+    }
+
+    fn enc(id: &str, key: &str, op: Op) -> Vec<u8> {
+        Codec::event().encode(&Event::new(id, key, op)).unwrap()
+    }
+
+    /// Ops and fields only processors write are `reserved_op` from producers; a context
+    /// token that does not parse is `invalid_value`.
+    #[test]
+    fn processor_written_ops_and_fields_are_reserved_for_producers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let mut fold = PartitionFold::new(0, "r", 500, PartitionMeta::default());
+        let cases = [
+            ("s", Op::RightsRequest { qty: 1 }, "reserved_op"),
+            (
+                "s",
+                Op::RightsTransfer {
+                    to: "x".into(),
+                    qty: 1,
+                    request: 1,
+                },
+                "reserved_op",
+            ),
+            (
+                "s",
+                Op::StockAdd {
+                    qty: 1,
+                    grants: Some(vec![]),
+                },
+                "reserved_op",
+            ),
+            (
+                "p",
+                Op::RegisterPut {
+                    value: "v".into(),
+                    context: None,
+                    dot: Some(rf_schemas::Dot {
+                        region: "r".into(),
+                        seq: 1,
+                    }),
+                },
+                "reserved_op",
+            ),
+            (
+                "p",
+                Op::RegisterPut {
+                    value: "v".into(),
+                    context: Some("r:x".into()),
+                    dot: None,
+                },
+                "invalid_value",
+            ),
+        ];
+        for (i, (key, op, want)) in cases.into_iter().enumerate() {
+            let name = op.name();
+            match fold
+                .decide(
+                    &store,
+                    None,
+                    Some(key.as_bytes()),
+                    &enc(&format!("e{i}"), key, op),
+                    1,
+                    1 << 16,
+                )
+                .unwrap()
+            {
+                Decision::Dead { class, reason } => {
+                    assert_eq!(class, want, "{name}: {reason}")
+                }
+                d => panic!("{name}: {d:?}"),
+            }
+        }
+    }
+
+    /// Escrow: a stock add records its grants; a reservation beyond this region's rights is
+    /// refused at once with the reason and one request for rights is originated, not one per
+    /// refusal while it is open; puts get dots numbered per region and a context.
+    #[test]
+    fn escrow_refusals_request_rights_once_and_puts_get_dots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let cfg = Config {
+            escrow_split: [("r".to_owned(), 1), ("q".to_owned(), 1)].into(),
+            ..Config::default()
+        };
+        let mut fold =
+            PartitionFold::new(0, "r", 500, PartitionMeta::default()).with_rules(Arc::new(cfg));
+        let mut view = RegionalView::new("r");
+        let mut decide = |fold: &mut PartitionFold, id: &str, key: &str, op: Op| {
+            let d = fold
+                .decide(
+                    &store,
+                    Some(&mut view),
+                    Some(key.as_bytes()),
+                    &enc(id, key, op),
+                    1,
+                    1 << 16,
+                )
+                .unwrap();
+            let Decision::Accept(ev) = d else {
+                panic!("{id}: {d:?}")
+            };
+            if ev.refusal.is_none() {
+                view.accepted(0, &ev);
+            }
+            (ev, fold.take_originated())
+        };
+        let (stock, _) = decide(&mut fold, "s", "sku", Op::stock_add(3));
+        let Op::StockAdd {
+            grants: Some(g), ..
+        } = &stock.op
+        else {
+            panic!("{:?}", stock.op)
+        };
+        assert_eq!(g.iter().map(|s| s.qty).sum::<i64>(), 3);
+        let mine = g.iter().find(|s| s.region == "r").unwrap().qty;
+        for i in 0..mine {
+            let (ev, req) = decide(
+                &mut fold,
+                &format!("o{i}"),
+                "sku",
+                Op::Reserve {
+                    order_id: format!("o{i}"),
+                    qty: 1,
+                },
+            );
+            assert_eq!(ev.refusal, None);
+            assert!(req.is_empty());
+        }
+        let (ev, req) = decide(
+            &mut fold,
+            "late",
+            "sku",
+            Op::Reserve {
+                order_id: "late".into(),
+                qty: 1,
+            },
+        );
+        let why = ev.refusal.unwrap();
+        assert!(
+            why.starts_with("no local rights: r holds 0") && why.contains("rights requested"),
+            "{why}"
+        );
+        assert_eq!(req.len(), 1);
+        assert_eq!(req[0].event_id, "rights-request:r:1");
+        assert_eq!(req[0].op, Op::RightsRequest { qty: 1 });
+        let (ev, req) = decide(
+            &mut fold,
+            "later",
+            "sku",
+            Op::Reserve {
+                order_id: "later".into(),
+                qty: 1,
+            },
+        );
+        assert!(
+            ev.refusal.is_some() && req.is_empty(),
+            "the request is open: not again"
+        );
+
+        let (p1, _) = decide(&mut fold, "p1", "reg", Op::put("x"));
+        let (p2, _) = decide(&mut fold, "p2", "reg", Op::put("y"));
+        let dot = |e: &Event| match &e.op {
+            Op::RegisterPut {
+                dot: Some(d),
+                context,
+                ..
+            } => (d.seq, context.clone().unwrap()),
+            op => panic!("{op:?}"),
+        };
+        assert_eq!(dot(&p1), (1, String::new()));
+        assert_eq!(dot(&p2), (2, "r:1".to_owned()));
     }
 }

@@ -51,6 +51,13 @@ counters! {
     restored_records => ("rf_restore_replayed_records_total", "History records replayed by restores"),
     /// Partitions that began admitting before their view caught up with `reconciled`.
     view_degraded => ("rf_view_degraded_total", "Partitions admitting on their view's checkpoint: the home cluster did not list reconciled's end, or the catch-up timed out"),
+    /// Escrow: reservations refused for want of local rights.
+    rights_short => ("rf_escrow_refused_no_rights_total", "Escrow reservations refused because this region held too few rights"),
+    /// Escrow: requests for rights this region recorded.
+    rights_requests => ("rf_escrow_rights_requests_total", "Escrow requests for rights written to history"),
+    /// Escrow: transfers of rights this region gave to regions that asked.
+    rights_transfers => ("rf_escrow_rights_transfers_total", "Escrow transfers of rights written to history"),
+    rights_given => ("rf_escrow_rights_given_total", "Escrow units of rights given to other regions"),
 }
 
 /// Every series of one processor, in its own registry.

@@ -139,6 +139,9 @@ pub fn run_with(
         for r in remote.iter().flatten() {
             eng.on_reconciled(r);
         }
+        if let Err(e) = eng.donate().or_else(|e| eng.recover(&consumer, e)) {
+            break Err(e);
+        }
         eng.resume_caught_up(&consumer);
         if (eng.in_txn && eng.txn_started.elapsed() >= commit_every)
             || last_commit.elapsed() >= commit_every

@@ -47,7 +47,8 @@ pub fn restore_partition(
         ..PartitionMeta::default()
     });
     let _span = tracing::info_span!("restore", partition, from = meta.history_next).entered();
-    let mut fold = PartitionFold::new(partition, &cfg.region, cfg.max_clock_offset_ms, meta);
+    let mut fold = PartitionFold::new(partition, &cfg.region, cfg.max_clock_offset_ms, meta)
+        .with_rules(std::sync::Arc::new(cfg.clone()));
     let mut replayed = 0u64;
     let mut batch = StoreBatch::default();
     let (stored_pending, (view_next, view_replicas)) = if with_pending {

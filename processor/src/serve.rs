@@ -49,14 +49,40 @@ pub fn state_json(stats: &SharedStats, key: &str) -> Option<serde_json::Value> {
     if view.is_none() && rec.is_none() {
         return None;
     }
+    // Registers: the context a writer that read this view sends with its put (an opaque
+    // token), and how many concurrent versions there are. Escrow inventory: the rights
+    // each region holds in this view.
+    let mut extra = serde_json::Map::new();
+    match &view {
+        Some(s @ rf_core::AggState::Register { causal, .. }) => {
+            extra.insert(
+                "context".into(),
+                rf_core::aggregate::context_token(Some(s)).into(),
+            );
+            extra.insert("siblings".into(), causal.siblings.len().into());
+        }
+        Some(rf_core::AggState::Inventory {
+            escrow: Some(e), ..
+        }) => {
+            extra.insert(
+                "rights".into(),
+                serde_json::to_value(e.rights_by_region()).unwrap_or_default(),
+            );
+        }
+        _ => {}
+    }
     let json = |s: Option<rf_core::AggState>| {
         s.map(|s| serde_json::from_str::<serde_json::Value>(&s.to_json()).unwrap_or_default())
     };
-    Some(serde_json::json!({
+    let mut out = serde_json::json!({
         "key": key,
         "view": json(view),
         "reconciled": json(rec),
-    }))
+    });
+    if let Some(o) = out.as_object_mut() {
+        o.extend(extra);
+    }
+    Some(out)
 }
 
 /// One `/feed` change: a reconciled record as read back, with its stable id.

@@ -39,8 +39,6 @@ pub struct Config {
     pub session_timeout_ms: u64,
     pub commit_interval_ms: u64,
     pub restore_timeout_secs: u64,
-    /// Two puts on one key from different regions closer than this are reported concurrent.
-    pub register_concurrency_window_ms: i64,
     /// HLCs more than this far ahead of the reconciler's clock are reported as skew.
     pub max_clock_offset_ms: i64,
     /// Cross-region duplicate window on the HLC timeline: a copy of an event whose other
@@ -74,7 +72,6 @@ impl Default for Config {
             session_timeout_ms: 10_000,
             commit_interval_ms: 100,
             restore_timeout_secs: 60,
-            register_concurrency_window_ms: 2000,
             max_clock_offset_ms: 500,
             dedup_retention_secs: 7 * 24 * 3600,
             max_buffered_bytes: 256 * 1024 * 1024,

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// key), and the fixed parts of the entry.
 fn approx_bytes(ev: &Event) -> usize {
     let op = match &ev.op {
-        Op::RegisterPut { value } => value.len(),
+        Op::RegisterPut { value, context, .. } => {
+            value.len() + context.as_deref().map_or(0, str::len) + 32
+        }
         Op::ScoreSubmit { player, .. } => player.len(),
         Op::Reserve { order_id, .. } | Op::Release { order_id } => order_id.len(),
         Op::MessagePost { author, text } => author.len() + text.len(),
@@ -71,7 +73,6 @@ pub struct PartitionMerge {
     /// A backing lookup failed: this drain's decisions cannot be trusted
     /// (`take_store_error`; the reconciler then writes nothing and stops).
     store_error: std::cell::RefCell<Option<String>>,
-    register_window_ms: i64,
     /// A region whose HLCs run more than this far ahead of our wall clock is reported
     /// (invariant 4). 0 = the default, 500 ms.
     max_clock_offset_ms: i64,
@@ -180,10 +181,9 @@ fn conflict(
 }
 
 impl PartitionMerge {
-    pub fn new(partition: i32, register_window_ms: i64) -> Self {
+    pub fn new(partition: i32) -> Self {
         PartitionMerge {
             partition,
-            register_window_ms,
             retention_ms: DEFAULT_RETENTION_MS,
             ..Default::default()
         }
@@ -513,24 +513,39 @@ impl PartitionMerge {
         let (outcome, reason) = if let Some(r) = &ev.refusal {
             (Outcome::Refused, Some(r.clone()))
         } else {
+            // Dotted version vectors: the put conflicts with each current version it is
+            // concurrent with (neither's context covers the other's dot). No time window.
             if let (
-                Op::RegisterPut { .. },
-                Some(AggState::Register {
-                    region: Some(prev_region),
-                    hlc: Some(prev_hlc),
+                Op::RegisterPut {
+                    dot: Some(dot),
+                    context,
                     ..
-                }),
+                },
+                Some(AggState::Register { causal, .. }),
             ) = (&ev.op, &state)
             {
-                let this_region = ev.region.clone().unwrap_or_default();
-                if *prev_region != this_region
-                    && order.hlc.physical_ms - prev_hlc.physical_ms < self.register_window_ms
-                {
-                    out.conflicts.push(conflict(
-                        ConflictKind::RegisterConcurrent, &ev, vec![prev_region.clone(), this_region.clone()],
-                        Some(this_region), Some(prev_region.clone()),
-                        format!("puts {} ms apart from two regions; last writer by (hlc, region, event_id) wins", order.hlc.physical_ms - prev_hlc.physical_ms),
-                        now_ms));
+                let ctx = context
+                    .as_deref()
+                    .and_then(|t| rf_core::causal::parse_token(t).ok())
+                    .unwrap_or_default();
+                for s in causal.concurrent(dot, &ctx) {
+                    let mut c = conflict(
+                        ConflictKind::RegisterConcurrent,
+                        &ev,
+                        vec![s.dot.region.clone(), dot.region.clone()],
+                        Some(dot.region.clone()),
+                        Some(s.dot.region.clone()),
+                        format!(
+                            "puts {}:{} ({}) and {}:{} ({}) are concurrent: neither writer had seen the other; last writer by (hlc, region, event_id) wins",
+                            s.dot.region, s.dot.seq, s.event_id, dot.region, dot.seq, ev.event_id
+                        ),
+                        now_ms,
+                    );
+                    c.conflict_id = format!(
+                        "REGISTER_CONCURRENT:{}:{}:{}",
+                        ev.key, ev.event_id, s.event_id
+                    );
+                    out.conflicts.push(c);
                 }
             }
             match merge_step(&mut state, &ev) {
@@ -675,7 +690,7 @@ mod tests {
 
     #[test]
     fn clock_skew_is_reported_once_per_episode() {
-        let mut m = PartitionMerge::new(0, 1000);
+        let mut m = PartitionMerge::new(0);
         let kinds = |c: Vec<Conflict>| c.into_iter().map(|c| c.kind).collect::<Vec<_>>();
         let now = 10_000;
         // 600 ms ahead of our clock: reported once, not for every record of the episode.
@@ -698,7 +713,7 @@ mod tests {
     #[test]
     fn a_late_record_is_reported_never_dropped_in_silence() {
         let regions = vec!["a".to_string(), "b".to_string()];
-        let mut m = PartitionMerge::new(0, 1000);
+        let mut m = PartitionMerge::new(0);
         m.offer(
             "a",
             ev("a", "1", "k", 10, Op::CounterAdd { delta: 1 }),
@@ -735,7 +750,7 @@ mod tests {
             }
         }
         let regions = vec!["a".to_string(), "b".to_string()];
-        let mut m = PartitionMerge::new(0, 1000).with_released_ids(Box::new(Failing));
+        let mut m = PartitionMerge::new(0).with_released_ids(Box::new(Failing));
         m.offer(
             "a",
             ev("a", "1", "k", 10, Op::CounterAdd { delta: 1 }),
@@ -751,7 +766,7 @@ mod tests {
     #[test]
     fn waits_for_every_watermark() {
         let regions = vec!["a".to_string(), "b".to_string()];
-        let mut m = PartitionMerge::new(0, 1000);
+        let mut m = PartitionMerge::new(0);
         m.offer(
             "a",
             ev("a", "1", "k", 10, Op::CounterAdd { delta: 1 }),
@@ -768,7 +783,7 @@ mod tests {
     #[test]
     fn cross_region_duplicate_keeps_earliest() {
         let regions = vec!["a".to_string(), "b".to_string()];
-        let mut m = PartitionMerge::new(0, 1000);
+        let mut m = PartitionMerge::new(0);
         let c1 = m.offer(
             "b",
             ev("b", "x", "k", 20, Op::CounterAdd { delta: 1 }),
@@ -796,7 +811,7 @@ mod tests {
     #[test]
     fn released_ids_expire_on_the_hlc_timeline() {
         let regions = vec!["a".to_string(), "b".to_string()];
-        let mut m = PartitionMerge::new(0, 1000).with_retention_ms(100);
+        let mut m = PartitionMerge::new(0).with_retention_ms(100);
         m.offer(
             "a",
             ev("a", "x", "k", 10, Op::CounterAdd { delta: 1 }),
@@ -859,13 +874,13 @@ mod tests {
     #[test]
     fn pending_releases_resolve_in_reconciled_order() {
         let regions = vec!["a".to_string(), "b".to_string()];
-        let mut m = PartitionMerge::new(0, 1_000);
+        let mut m = PartitionMerge::new(0);
         let reserve = Op::Reserve {
             order_id: "o1".into(),
             qty: 2,
         };
         let release = |o: &str| Op::Release { order_id: o.into() };
-        m.offer("a", ev("a", "s", "item", 1, Op::StockAdd { qty: 5 }), 0, 0);
+        m.offer("a", ev("a", "s", "item", 1, Op::stock_add(5)), 0, 0);
         m.offer("a", ev("a", "r", "item", 2, reserve), 1, 0);
         m.offer("b", ev("b", "x", "item", 3, release("o1")), 0, 0);
         m.offer("b", ev("b", "y", "item", 4, release("never")), 1, 0);
@@ -904,6 +919,7 @@ mod tests {
             Some(&AggState::Inventory {
                 available: 5,
                 reserved: Default::default(),
+                escrow: None,
             })
         );
         assert_eq!(
@@ -915,8 +931,8 @@ mod tests {
     #[test]
     fn oversold_reservation_is_revoked() {
         let regions = vec!["a".to_string(), "b".to_string()];
-        let mut m = PartitionMerge::new(0, 1000);
-        m.offer("a", ev("a", "s", "item", 1, Op::StockAdd { qty: 1 }), 0, 0);
+        let mut m = PartitionMerge::new(0);
+        m.offer("a", ev("a", "s", "item", 1, Op::stock_add(1)), 0, 0);
         m.offer(
             "a",
             ev(
@@ -984,13 +1000,8 @@ mod tests {
                         };
                         let (k, op) = match key {
                             0..3 => (format!("c{key}"), Op::CounterAdd { delta: n }),
-                            3..5 => (
-                                format!("r{key}"),
-                                Op::RegisterPut {
-                                    value: format!("{name}{i}"),
-                                },
-                            ),
-                            5 => ("item".to_owned(), Op::StockAdd { qty: n + 1 }),
+                            3..5 => (format!("r{key}"), Op::put(format!("{name}{i}"))),
+                            5 => ("item".to_owned(), Op::stock_add(n + 1)),
                             _ => (
                                 "item".to_owned(),
                                 Op::Reserve {
@@ -1097,7 +1108,7 @@ mod tests {
         let mut idx = vec![0usize; h.len()];
         let shared = std::sync::Arc::new(std::sync::Mutex::new(ModelStore::default()));
         let fresh = || {
-            let m = PartitionMerge::new(0, 1000).with_retention_ms(retention_ms);
+            let m = PartitionMerge::new(0).with_retention_ms(retention_ms);
             if backed {
                 // A cache of one key: nearly every state comes from the store.
                 m.with_released_ids(Box::new(ModelIds(shared.clone())))

@@ -501,6 +501,9 @@ impl Reconciler {
         s.conflicts.fetch_add(n_con, Ordering::Relaxed);
         for (released, _) in outputs.values() {
             for rec in &released.reconciled {
+                if rec.event.op.is_reserved() {
+                    s.originated.fetch_add(1, Ordering::Relaxed);
+                }
                 let hlc_ms = rec.event.hlc.map_or(now, |h| h.physical_ms);
                 s.metrics
                     .reconcile_latency

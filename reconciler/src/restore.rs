@@ -34,7 +34,7 @@ pub fn restore_partition(
     store: &Arc<CheckpointStore>,
 ) -> Result<Restored, Error> {
     let started = Instant::now();
-    let mut merge = PartitionMerge::new(partition, cfg.register_concurrency_window_ms)
+    let mut merge = PartitionMerge::new(partition)
         .with_max_clock_offset(cfg.max_clock_offset_ms)
         .with_retention_ms(cfg.dedup_retention_secs as i64 * 1000)
         .with_released_ids(Box::new(StoredIds {

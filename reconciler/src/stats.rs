@@ -9,6 +9,9 @@ use std::sync::Mutex;
 pub struct Stats {
     pub history_records: AtomicU64,
     pub reconciled: AtomicU64,
+    /// Of those, records of ops processors write themselves (escrow rights requests and
+    /// transfers): `reconciled - originated` counts the producers' events.
+    pub originated: AtomicU64,
     pub conflicts: AtomicU64,
     pub commits: AtomicU64,
     pub buffered: AtomicU64,

@@ -103,6 +103,27 @@ impl<'a> Reader<'a> {
     fn hlc(&mut self) -> Option<Hlc> {
         Some(Hlc::new(self.long()?, self.int()?))
     }
+
+    /// An array of `RightsShare` in one block then the end marker, as `write_event` writes
+    /// it (anything else: apache-avro reads it).
+    fn shares(&mut self) -> Option<Vec<Share>> {
+        let n = self.long()?;
+        let mut out = Vec::new();
+        if n > 0 {
+            for _ in 0..n {
+                out.push(Share {
+                    region: self.string()?,
+                    qty: self.long()?,
+                });
+            }
+            if self.long()? != 0 {
+                return None;
+            }
+        } else if n < 0 {
+            return None;
+        }
+        Some(out)
+    }
 }
 
 pub(crate) fn write_event(out: &mut Vec<u8>, e: &Event) {
@@ -113,18 +134,45 @@ pub(crate) fn write_event(out: &mut Vec<u8>, e: &Event) {
             long(out, 0);
             long(out, *delta);
         }
-        Op::RegisterPut { value } => {
+        Op::RegisterPut {
+            value,
+            context,
+            dot,
+        } => {
             long(out, 1);
             string(out, value);
+            opt_string(out, context);
+            match dot {
+                None => long(out, 0),
+                Some(d) => {
+                    long(out, 1);
+                    string(out, &d.region);
+                    long(out, d.seq);
+                }
+            }
         }
         Op::ScoreSubmit { player, score } => {
             long(out, 2);
             string(out, player);
             long(out, *score);
         }
-        Op::StockAdd { qty } => {
+        Op::StockAdd { qty, grants } => {
             long(out, 3);
             long(out, *qty);
+            match grants {
+                None => long(out, 0),
+                Some(g) => {
+                    long(out, 1);
+                    if !g.is_empty() {
+                        long(out, g.len() as i64);
+                        for x in g {
+                            string(out, &x.region);
+                            long(out, x.qty);
+                        }
+                    }
+                    long(out, 0);
+                }
+            }
         }
         Op::Reserve { order_id, qty } => {
             long(out, 4);
@@ -145,6 +193,16 @@ pub(crate) fn write_event(out: &mut Vec<u8>, e: &Event) {
             long(out, 8);
             string(out, aggregate);
             bytes(out, payload);
+        }
+        Op::RightsRequest { qty } => {
+            long(out, 9);
+            long(out, *qty);
+        }
+        Op::RightsTransfer { to, qty, request } => {
+            long(out, 10);
+            string(out, to);
+            long(out, *qty);
+            long(out, *request);
         }
     }
     opt_string(out, &e.region);
@@ -170,12 +228,30 @@ pub(crate) fn read_event(r: &mut Reader<'_>) -> Option<Event> {
     let key = r.string()?;
     let op = match r.long()? {
         0 => Op::CounterAdd { delta: r.long()? },
-        1 => Op::RegisterPut { value: r.string()? },
+        1 => Op::RegisterPut {
+            value: r.string()?,
+            context: r.opt_string()?,
+            dot: match r.long()? {
+                0 => None,
+                1 => Some(Dot {
+                    region: r.string()?,
+                    seq: r.long()?,
+                }),
+                _ => return None,
+            },
+        },
         2 => Op::ScoreSubmit {
             player: r.string()?,
             score: r.long()?,
         },
-        3 => Op::StockAdd { qty: r.long()? },
+        3 => Op::StockAdd {
+            qty: r.long()?,
+            grants: match r.long()? {
+                0 => None,
+                1 => Some(r.shares()?),
+                _ => return None,
+            },
+        },
         4 => Op::Reserve {
             order_id: r.string()?,
             qty: r.long()?,
@@ -191,6 +267,12 @@ pub(crate) fn read_event(r: &mut Reader<'_>) -> Option<Event> {
         8 => Op::Custom {
             aggregate: r.string()?,
             payload: r.bytes()?.to_vec(),
+        },
+        9 => Op::RightsRequest { qty: r.long()? },
+        10 => Op::RightsTransfer {
+            to: r.string()?,
+            qty: r.long()?,
+            request: r.long()?,
         },
         _ => return None,
     };
@@ -310,9 +392,31 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             any::<i64>().prop_map(|delta| Op::CounterAdd { delta }),
-            text().prop_map(|value| Op::RegisterPut { value }),
+            (
+                text(),
+                proptest::option::of(text()),
+                proptest::option::of((text(), any::<i64>()))
+            )
+                .prop_map(|(value, context, dot)| Op::RegisterPut {
+                    value,
+                    context,
+                    dot: dot.map(|(region, seq)| Dot { region, seq }),
+                }),
             (text(), any::<i64>()).prop_map(|(player, score)| Op::ScoreSubmit { player, score }),
-            any::<i64>().prop_map(|qty| Op::StockAdd { qty }),
+            (
+                any::<i64>(),
+                proptest::option::of(proptest::collection::vec((text(), any::<i64>()), 0..3))
+            )
+                .prop_map(|(qty, g)| Op::StockAdd {
+                    qty,
+                    grants: g.map(|g| g
+                        .into_iter()
+                        .map(|(region, qty)| Share { region, qty })
+                        .collect()),
+                }),
+            any::<i64>().prop_map(|qty| Op::RightsRequest { qty }),
+            (text(), any::<i64>(), any::<i64>())
+                .prop_map(|(to, qty, request)| Op::RightsTransfer { to, qty, request }),
             (text(), any::<i64>()).prop_map(|(order_id, qty)| Op::Reserve { order_id, qty }),
             text().prop_map(|order_id| Op::Release { order_id }),
             (text(), text()).prop_map(|(author, text)| Op::MessagePost { author, text }),

@@ -260,14 +260,18 @@ impl<T: AvroRecord> Codec<T> {
 impl Codec<Event> {
     pub fn event() -> &'static Codec<Event> {
         static C: OnceLock<Codec<Event>> = OnceLock::new();
-        C.get_or_init(|| Codec::new(avsc::EVENT).expect("event.avsc parses").direct())
+        C.get_or_init(|| {
+            Codec::with_reader(avsc::EVENT, &[avsc::EVENT_V1])
+                .expect("event.avsc parses")
+                .direct()
+        })
     }
 }
 impl Codec<ReconciledEvent> {
     pub fn reconciled() -> &'static Codec<ReconciledEvent> {
         static C: OnceLock<Codec<ReconciledEvent>> = OnceLock::new();
         C.get_or_init(|| {
-            Codec::new(avsc::RECONCILED_EVENT)
+            Codec::with_reader(avsc::RECONCILED_EVENT, &[avsc::RECONCILED_EVENT_V1])
                 .expect("reconciled_event.avsc parses")
                 .direct()
         })
@@ -293,14 +297,39 @@ mod tests {
     fn all_ops() -> Vec<Op> {
         vec![
             Op::CounterAdd { delta: -3 },
+            Op::put("blue"),
             Op::RegisterPut {
-                value: "blue".into(),
+                value: "green".into(),
+                context: Some("eu:2,us:1".into()),
+                dot: Some(Dot {
+                    region: "eu".into(),
+                    seq: 3,
+                }),
             },
             Op::ScoreSubmit {
                 player: "ann".into(),
                 score: 99,
             },
-            Op::StockAdd { qty: 1000 },
+            Op::stock_add(1000),
+            Op::StockAdd {
+                qty: 1000,
+                grants: Some(vec![
+                    Share {
+                        region: "eu".into(),
+                        qty: 500,
+                    },
+                    Share {
+                        region: "us".into(),
+                        qty: 500,
+                    },
+                ]),
+            },
+            Op::RightsRequest { qty: 5 },
+            Op::RightsTransfer {
+                to: "us".into(),
+                qty: 40,
+                request: 2,
+            },
             Op::Reserve {
                 order_id: "o1".into(),
                 qty: 2,
@@ -389,8 +418,8 @@ mod tests {
         assert_eq!(ours.to_le_bytes()[..], theirs.bytes[..8]);
         // The values measured with Java's SchemaNormalization / fastavro and with
         // apache-avro / the official Python package (docs/contract.md).
-        assert_eq!(hex(java), "82fb1721c9bb246c");
-        assert_eq!(hex(ours), "2580920e06123982");
+        assert_eq!(hex(java), "0c9879e9725b416b");
+        assert_eq!(hex(ours), "5c3af1ce1335e6d1");
         assert_eq!(Codec::event().fingerprint(), java);
         let e = Event::new("x", "k", Op::CounterAdd { delta: 1 });
         let written = Codec::event().encode(&e).unwrap();
@@ -434,6 +463,8 @@ mod tests {
                 let file = match (file, i) {
                     (f, 0) => f.to_owned(),
                     ("conflict.avsc", 1) => "previous/conflict.v1.avsc".to_owned(),
+                    ("event.avsc", 1) => "previous/event.v1.avsc".to_owned(),
+                    ("reconciled_event.avsc", 1) => "previous/reconciled_event.v1.avsc".to_owned(),
                     (f, i) => panic!("{f}: writer {i} has no published file"),
                 };
                 expected.push((hex(fp), file, written));
@@ -473,6 +504,60 @@ mod tests {
         assert_eq!(Codec::conflict().decode(&new).unwrap(), late);
     }
 
+    /// History and reconciled records written before escrow and dotted version vectors
+    /// (schema v1: no `context`/`dot` on puts, no `grants`, no rights ops) still decode,
+    /// with the new fields absent.
+    #[test]
+    fn events_written_with_the_v1_schema_still_decode() {
+        let v1: Codec<Event> = Codec::new(avsc::EVENT_V1).unwrap();
+        assert_ne!(v1.fingerprint(), Codec::event().fingerprint());
+        // v1's writer can only write what v1 knows: encode those ops through apache-avro
+        // with the v1 schema, from the Value the current mapping gives minus the new fields.
+        let v1_schema = Schema::parse_str(avsc::EVENT_V1).unwrap();
+        for op in [Op::put("x"), Op::stock_add(7), Op::CounterAdd { delta: 2 }] {
+            let mut e = Event::new("old", "k", op);
+            e.region = Some("eu".into());
+            e.hlc = Some(Hlc::new(5, 1));
+            let mut value = crate::convert::AvroRecord::to_value(&e);
+            strip_new_fields(&mut value);
+            let datum = apache_avro::to_avro_datum(&v1_schema, value).unwrap();
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&v1.fingerprint().to_le_bytes());
+            bytes.extend_from_slice(&datum);
+            assert_eq!(Codec::event().decode(&bytes).unwrap(), e);
+            let r = ReconciledEvent {
+                event: e.clone(),
+                outcome: Outcome::Applied,
+                reason: None,
+                state_json: "{}".into(),
+            };
+            let rv1: Codec<ReconciledEvent> = Codec::new(avsc::RECONCILED_EVENT_V1).unwrap();
+            let rschema = Schema::parse_str(avsc::RECONCILED_EVENT_V1).unwrap();
+            let mut value = crate::convert::AvroRecord::to_value(&r);
+            strip_new_fields(&mut value);
+            let datum = apache_avro::to_avro_datum(&rschema, value).unwrap();
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&rv1.fingerprint().to_le_bytes());
+            bytes.extend_from_slice(&datum);
+            assert_eq!(Codec::reconciled().decode(&bytes).unwrap(), r);
+        }
+    }
+
+    /// Drop the fields v2 added (`context`, `dot`, `grants`) from a Value tree.
+    fn strip_new_fields(v: &mut apache_avro::types::Value) {
+        use apache_avro::types::Value;
+        match v {
+            Value::Record(fields) => {
+                fields.retain(|(k, _)| !matches!(k.as_str(), "context" | "dot" | "grants"));
+                for (_, f) in fields {
+                    strip_new_fields(f);
+                }
+            }
+            Value::Union(_, b) => strip_new_fields(b),
+            _ => {}
+        }
+    }
+
     #[test]
     fn reader_with_added_optional_field_reads_old_data() {
         let mut v: serde_json::Value = serde_json::from_str(avsc::EVENT).unwrap();
@@ -492,13 +577,7 @@ mod tests {
     #[test]
     fn unknown_fingerprint_and_truncation_are_typed_errors() {
         let mut bytes = Codec::event()
-            .encode(&Event::new(
-                "x",
-                "k",
-                Op::RegisterPut {
-                    value: "long value".into(),
-                },
-            ))
+            .encode(&Event::new("x", "k", Op::put("long value")))
             .unwrap();
         let good = bytes.clone();
         bytes[5] ^= 0xFF;

@@ -124,12 +124,59 @@ fn hlc_from(v: Value) -> Result<Hlc, String> {
 fn op_value(op: &Op) -> Value {
     let (i, v) = match op {
         Op::CounterAdd { delta } => (0, rec(vec![("delta", Value::Long(*delta))])),
-        Op::RegisterPut { value } => (1, rec(vec![("value", s(value))])),
+        Op::RegisterPut {
+            value,
+            context,
+            dot,
+        } => (
+            1,
+            rec(vec![
+                ("value", s(value)),
+                ("context", opt_str(context)),
+                (
+                    "dot",
+                    match dot {
+                        None => Value::Union(0, Box::new(Value::Null)),
+                        Some(d) => Value::Union(
+                            1,
+                            Box::new(rec(vec![
+                                ("region", s(&d.region)),
+                                ("seq", Value::Long(d.seq)),
+                            ])),
+                        ),
+                    },
+                ),
+            ]),
+        ),
         Op::ScoreSubmit { player, score } => (
             2,
             rec(vec![("player", s(player)), ("score", Value::Long(*score))]),
         ),
-        Op::StockAdd { qty } => (3, rec(vec![("qty", Value::Long(*qty))])),
+        Op::StockAdd { qty, grants } => (
+            3,
+            rec(vec![
+                ("qty", Value::Long(*qty)),
+                (
+                    "grants",
+                    match grants {
+                        None => Value::Union(0, Box::new(Value::Null)),
+                        Some(g) => Value::Union(
+                            1,
+                            Box::new(Value::Array(
+                                g.iter()
+                                    .map(|x| {
+                                        rec(vec![
+                                            ("region", s(&x.region)),
+                                            ("qty", Value::Long(x.qty)),
+                                        ])
+                                    })
+                                    .collect(),
+                            )),
+                        ),
+                    },
+                ),
+            ]),
+        ),
         Op::Reserve { order_id, qty } => (
             4,
             rec(vec![("order_id", s(order_id)), ("qty", Value::Long(*qty))]),
@@ -144,6 +191,15 @@ fn op_value(op: &Op) -> Value {
             rec(vec![
                 ("aggregate", s(aggregate)),
                 ("payload", Value::Bytes(payload.clone())),
+            ]),
+        ),
+        Op::RightsRequest { qty } => (9, rec(vec![("qty", Value::Long(*qty))])),
+        Op::RightsTransfer { to, qty, request } => (
+            10,
+            rec(vec![
+                ("to", s(to)),
+                ("qty", Value::Long(*qty)),
+                ("request", Value::Long(*request)),
             ]),
         ),
     };
@@ -162,6 +218,17 @@ fn op_from(v: Value) -> Result<Op, String> {
         },
         1 => Op::RegisterPut {
             value: f.string("value")?,
+            context: f.opt_string("context")?,
+            dot: match f.optional("dot")? {
+                None => None,
+                Some(v) => {
+                    let mut d = Fields::of(v)?;
+                    Some(Dot {
+                        region: d.string("region")?,
+                        seq: d.long("seq")?,
+                    })
+                }
+            },
         },
         2 => Op::ScoreSubmit {
             player: f.string("player")?,
@@ -169,6 +236,22 @@ fn op_from(v: Value) -> Result<Op, String> {
         },
         3 => Op::StockAdd {
             qty: f.long("qty")?,
+            grants: match f.optional("grants")? {
+                None => None,
+                Some(Value::Array(items)) => Some(
+                    items
+                        .into_iter()
+                        .map(|v| {
+                            let mut g = Fields::of(v)?;
+                            Ok(Share {
+                                region: g.string("region")?,
+                                qty: g.long("qty")?,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                ),
+                Some(other) => return Err(format!("grants: {other:?}")),
+            },
         },
         4 => Op::Reserve {
             order_id: f.string("order_id")?,
@@ -188,6 +271,14 @@ fn op_from(v: Value) -> Result<Op, String> {
                 Value::Bytes(b) => b,
                 other => return Err(format!("payload: expected bytes, got {other:?}")),
             },
+        },
+        9 => Op::RightsRequest {
+            qty: f.long("qty")?,
+        },
+        10 => Op::RightsTransfer {
+            to: f.string("to")?,
+            qty: f.long("qty")?,
+            request: f.long("request")?,
         },
         n => return Err(format!("op: unknown union branch {n}")),
     })

@@ -20,4 +20,8 @@ pub mod avsc {
     pub const CONFLICT: &str = include_str!("../avro/conflict.avsc");
     /// Earlier writer schemas, still read (`avro/previous/`).
     pub const CONFLICT_V1: &str = include_str!("../avro/previous/conflict.v1.avsc");
+    /// Before escrow rights and dotted version vectors (`context`, `dot`, `grants`,
+    /// `RightsRequest`, `RightsTransfer`).
+    pub const EVENT_V1: &str = include_str!("../avro/previous/event.v1.avsc");
+    pub const RECONCILED_EVENT_V1: &str = include_str!("../avro/previous/reconciled_event.v1.avsc");
 }

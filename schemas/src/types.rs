@@ -39,15 +39,22 @@ pub enum Op {
     CounterAdd {
         delta: i64,
     },
+    /// `context`: the version the writer had read (the token `/state/{key}` returns; the
+    /// processor stamps its view's when absent); `dot`: assigned by the processor.
     RegisterPut {
         value: String,
+        context: Option<String>,
+        dot: Option<Dot>,
     },
     ScoreSubmit {
         player: String,
         score: i64,
     },
+    /// `grants`: under the escrow policy, how the accepting processor split the stock's
+    /// rights across regions (`None`: the repair policy).
     StockAdd {
         qty: i64,
+        grants: Option<Vec<Share>>,
     },
     Reserve {
         order_id: String,
@@ -67,6 +74,33 @@ pub enum Op {
         aggregate: String,
         payload: Vec<u8>,
     },
+    /// Escrow: the accepting region, out of rights for this SKU, asks the others for some.
+    /// Written by processors only.
+    RightsRequest {
+        qty: i64,
+    },
+    /// Escrow: the accepting region gives `qty` of its rights to `to`, answering that
+    /// region's request number `request`. Written by processors only.
+    RightsTransfer {
+        to: String,
+        qty: i64,
+        request: i64,
+    },
+}
+
+/// A put's identity in the version vectors: the accepting region and its sequence number
+/// of puts to the key (1, 2, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dot {
+    pub region: String,
+    pub seq: i64,
+}
+
+/// A region's share of a stock's rights (`StockAdd.grants`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Share {
+    pub region: String,
+    pub qty: i64,
 }
 
 impl Op {
@@ -81,7 +115,31 @@ impl Op {
             Op::MessagePost { .. } => "MessagePost",
             Op::Heartbeat => "Heartbeat",
             Op::Custom { .. } => "CustomOp",
+            Op::RightsRequest { .. } => "RightsRequest",
+            Op::RightsTransfer { .. } => "RightsTransfer",
         }
+    }
+
+    /// A counter add, a put, a stock add as producers send them (no processor fields).
+    pub fn put(value: impl Into<String>) -> Op {
+        Op::RegisterPut {
+            value: value.into(),
+            context: None,
+            dot: None,
+        }
+    }
+
+    pub fn stock_add(qty: i64) -> Op {
+        Op::StockAdd { qty, grants: None }
+    }
+
+    /// Written into history by processors only (a producer that sends one gets a
+    /// `reserved_op` dead letter).
+    pub fn is_reserved(&self) -> bool {
+        matches!(
+            self,
+            Op::Heartbeat | Op::RightsRequest { .. } | Op::RightsTransfer { .. }
+        )
     }
 }
 

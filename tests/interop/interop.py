@@ -257,10 +257,11 @@ def upstream_ops(prefix: str, library: str):
     return [
         (likes, "CounterAdd", {"delta": 3}),
         (likes, "CounterAdd", {"delta": -1}),
-        (profile, "RegisterPut", {"value": f"theme-{library}"}),
+        # The processor-assigned `dot` and the optional `context` are null from producers.
+        (profile, "RegisterPut", {"value": f"theme-{library}", "context": None, "dot": None}),
         (board, "ScoreSubmit", {"player": f"{library}-p1", "score": 120}),
         (board, "ScoreSubmit", {"player": f"{library}-p2", "score": 75}),
-        (sku, "StockAdd", {"qty": 10}),
+        (sku, "StockAdd", {"qty": 10, "grants": None}),
         (sku, "Reserve", {"order_id": "o1", "qty": 2}),
         (sku, "Release", {"order_id": "o1"}),
         (chat, "MessagePost", {"author": f"{library}-user", "text": f"hello from {library}"}),

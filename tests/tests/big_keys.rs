@@ -29,14 +29,7 @@ fn a_leaderboard_of_200k_players_and_a_sku_of_100k_orders_reconcile_in_small_rec
     // Each region holds enough stock of its own for its half of the orders, so every
     // reservation is admitted by its region's view, whatever has been reconciled yet.
     let mut recs: Vec<Outgoing> = (0..2)
-        .map(|r| {
-            outgoing(
-                r,
-                &format!("stock-{r}"),
-                SKU,
-                Op::StockAdd { qty: ORDERS as i64 },
-            )
-        })
+        .map(|r| outgoing(r, &format!("stock-{r}"), SKU, Op::stock_add(ORDERS as i64)))
         .collect();
     for i in 0..PLAYERS {
         recs.push(outgoing(
@@ -93,7 +86,7 @@ fn a_leaderboard_of_200k_players_and_a_sku_of_100k_orders_reconcile_in_small_rec
             Ok(c.processors.iter().all(|p| {
                 let v = p.stats.view.lock();
                 let players = matches!(v.reconciled_state(BOARD), Some(AggState::Leaderboard { best }) if best.len() == PLAYERS);
-                let orders = matches!(v.reconciled_state(SKU), Some(AggState::Inventory { reserved, available }) if reserved.len() == ORDERS && *available == ORDERS as i64);
+                let orders = matches!(v.reconciled_state(SKU), Some(AggState::Inventory { reserved, available, .. }) if reserved.len() == ORDERS && *available == ORDERS as i64);
                 v.pending_count() == 0 && players && orders
             }))
         },

@@ -14,6 +14,13 @@ use rf_harness::cluster::Cluster;
 use rf_harness::workload::{generate, Publisher, Workload};
 use std::time::{Duration, Instant};
 
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn lag_ms(c: &Cluster, region: &str) -> i64 {
     c.reconciler
         .as_ref()
@@ -72,6 +79,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     // The cut: c is alone with its broker and its load.
     c.cut("c").unwrap();
     let cut_at = Instant::now();
+    let cut_wall = wall_ms();
     let c_idx = 2;
     let accepted_c = |c: &Cluster| c.processors[c_idx].stats.counters.accepted.get();
     let consumed_c = |c: &Cluster| c.processors[c_idx].stats.counters.consumed.get();
@@ -119,6 +127,7 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     // The heal.
     c.heal("c").unwrap();
     let healed_at = Instant::now();
+    let heal_wall = wall_ms();
     publisher.send(phases[2], |_| {});
     publisher.flush().unwrap();
     let want = ledger.distinct.len() as u64;
@@ -227,6 +236,40 @@ fn a_cut_region_keeps_working_and_everything_converges_after_the_heal() {
     let partitioned = topic_bytes(&home, "reconciled", 4).unwrap();
     let clean = topic_bytes(&home, "reconciled-check", 4).unwrap();
     assert_eq!(first_difference(&partitioned, &clean), None);
+
+    // Register conflicts come from causality, not a time window: each reported pair was
+    // made concurrently, one of them during the cut (c could not see the others, nor they
+    // c), or both within the reconciliation latency of each other (neither had read the
+    // other back yet: under 2 s outside the cut, as the lag shows).
+    let hlc_of: std::collections::HashMap<String, i64> = rf_harness::check::read_reconciled(&c)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, r)| Some((r.event.event_id.clone(), r.event.hlc?.physical_ms)))
+        .collect();
+    let (mut in_cut, mut close) = (0, 0);
+    for cf in rf_harness::check::read_all_conflicts(&c).unwrap() {
+        if cf.kind != rf_schemas::ConflictKind::RegisterConcurrent {
+            continue;
+        }
+        let other = cf.conflict_id.rsplit(':').next().unwrap();
+        let (x, y) = (cf.hlc.physical_ms, hlc_of[other]);
+        let during = |h: i64| h >= cut_wall - 2_000 && h <= heal_wall + 5_000;
+        if during(x) || during(y) {
+            in_cut += 1;
+        } else {
+            assert!(
+                (x - y).abs() < 5_000,
+                "puts {} and {other} are {} ms apart outside the cut, yet reported concurrent",
+                cf.event_id,
+                (x - y).abs()
+            );
+            close += 1;
+        }
+    }
+    assert!(in_cut > 0, "the cut produced no concurrent register puts");
+    eprintln!(
+        "register conflicts: {in_cut} with a put made during the cut, {close} between puts made within the reconciliation latency of each other"
+    );
 
     let report = check(&c, &ledger).unwrap();
     assert!(report.problems.is_empty(), "{:#?}", report.problems);

@@ -56,7 +56,7 @@ fn feed<T>(
     encode: bool,
 ) -> (usize, usize, usize) {
     let names: Vec<String> = hist.iter().map(|(r, _)| r.clone()).collect();
-    let mut m = PartitionMerge::new(0, 1_000);
+    let mut m = PartitionMerge::new(0);
     let (mut offered, mut reconciled, mut conflicts) = (0, 0, 0);
     let len = hist[0].1.len();
     let chunk = 500;

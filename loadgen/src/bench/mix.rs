@@ -18,9 +18,7 @@ pub fn event(i: usize, keys: usize, plain: &mut usize, rng: &mut StdRng, seed: u
     let (key, op) = if rng.random_bool(0.10) {
         let sku = rng.random_range(0..SKUS);
         let op = if rng.random_bool(0.3) {
-            Op::StockAdd {
-                qty: rng.random_range(1..=20),
-            }
+            Op::stock_add(rng.random_range(1..=20))
         } else {
             Op::Reserve {
                 order_id: format!("o-{seed}-{i}"),
@@ -46,9 +44,7 @@ pub fn event(i: usize, keys: usize, plain: &mut usize, rng: &mut StdRng, seed: u
         } else {
             (
                 format!("profile:{k}:theme"),
-                Op::RegisterPut {
-                    value: format!("theme-{}", rng.random_range(0..16)),
-                },
+                Op::put(format!("theme-{}", rng.random_range(0..16))),
             )
         }
     };

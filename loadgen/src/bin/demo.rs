@@ -134,8 +134,12 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         println!("   broker {n:<9} tansu at {}", b.bootstrap());
     }
     println!("   broker home      tansu at {}", cluster.home.bootstrap());
+    // Escrow inventory: each stock add's rights split evenly across the regions, so a sale
+    // starts everywhere at once; a region out of rights asks, the others give.
     for n in &names {
-        cluster.start_processor(n, 0);
+        let mut cfg = cluster.processor_config(n, 0);
+        cfg.escrow_split = names.iter().map(|r| (r.to_string(), 1)).collect();
+        cluster.start_processor_with(cfg, 0, std::sync::Arc::new(rf_core::SystemClock));
     }
     cluster.start_reconciler();
     print_endpoints(&cluster);
@@ -293,6 +297,29 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         println!(
             "   partition           {cut} cut for {:.1} s: accepted {alone} events on its own; reconciled moved by only {held} meanwhile (it waits for every region's watermark)",
             (*healed_at - *cut_at).as_secs_f64()
+        );
+    }
+    if let Ok(rec) = rf_harness::check::read_reconciled(&cluster) {
+        let mut n = std::collections::BTreeMap::<&str, usize>::new();
+        for (_, r) in &rec {
+            let what = match (&r.event.op, r.outcome) {
+                (rf_schemas::Op::Reserve { .. }, rf_schemas::Outcome::Applied) => "reserved",
+                (rf_schemas::Op::Reserve { .. }, rf_schemas::Outcome::Refused) => "refused",
+                (rf_schemas::Op::Reserve { .. }, rf_schemas::Outcome::Revoked) => "revoked",
+                (rf_schemas::Op::RightsRequest { .. }, _) => "rights requests",
+                (rf_schemas::Op::RightsTransfer { .. }, _) => "rights transfers",
+                _ => continue,
+            };
+            *n.entry(what).or_default() += 1;
+        }
+        let get = |k: &str| n.get(k).copied().unwrap_or(0);
+        println!(
+            "   flash sale (escrow) {} reservations admitted, {} refused at once by a region out of rights, {} revoked afterwards; {} rights requests, {} rights transfers between regions",
+            get("reserved"),
+            get("refused"),
+            get("revoked"),
+            get("rights requests"),
+            get("rights transfers")
         );
     }
     println!(
