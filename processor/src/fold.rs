@@ -677,26 +677,55 @@ mod tests {
         let mut fold =
             PartitionFold::new(0, "r", 500, PartitionMeta::default()).with_rules(Arc::new(cfg));
         let mut view = RegionalView::new("r");
-        let mut decide = |fold: &mut PartitionFold, id: &str, key: &str, op: Op| {
-            let d = fold
-                .decide(
-                    &store,
-                    Some(&mut view),
-                    Some(key.as_bytes()),
-                    &enc(id, key, op),
-                    1,
-                    1 << 16,
-                )
-                .unwrap();
-            let Decision::Accept(ev) = d else {
-                panic!("{id}: {d:?}")
+        let decide =
+            |fold: &mut PartitionFold, view: &mut RegionalView, id: &str, key: &str, op: Op| {
+                let d = fold
+                    .decide(
+                        &store,
+                        Some(&mut *view),
+                        Some(key.as_bytes()),
+                        &enc(id, key, op),
+                        1,
+                        1 << 16,
+                    )
+                    .unwrap();
+                let Decision::Accept(ev) = d else {
+                    panic!("{id}: {d:?}")
+                };
+                if ev.refusal.is_none() {
+                    view.accepted(0, &ev);
+                }
+                (ev, fold.take_originated())
             };
-            if ev.refusal.is_none() {
-                view.accepted(0, &ev);
-            }
-            (ev, fold.take_originated())
-        };
-        let (stock, _) = decide(&mut fold, "s", "sku", Op::stock_add(3));
+        let (stock, _) = decide(&mut fold, &mut view, "s", "sku", Op::stock_add(3));
+        // Its rights count once reconciled (it may be a failover copy of another region's).
+        let (early, req) = decide(
+            &mut fold,
+            &mut view,
+            "o-early",
+            "sku",
+            Op::Reserve {
+                order_id: "o-early".into(),
+                qty: 1,
+            },
+        );
+        let why = early.refusal.unwrap();
+        assert!(
+            why.starts_with("no local rights: r holds 0") && why.contains("rights requested"),
+            "no rights before the stock add is reconciled: {why}"
+        );
+        assert_eq!(req.len(), 1);
+        assert_eq!(req[0].event_id, "rights-request:r:1");
+        assert_eq!(req[0].op, Op::RightsRequest { qty: 1 });
+        view.reconciled(
+            0,
+            &rf_schemas::ReconciledEvent {
+                event: stock.clone(),
+                outcome: rf_schemas::Outcome::Applied,
+                reason: None,
+                state_json: String::new(),
+            },
+        );
         let Op::StockAdd {
             grants: Some(g), ..
         } = &stock.op
@@ -708,6 +737,7 @@ mod tests {
         for i in 0..mine {
             let (ev, req) = decide(
                 &mut fold,
+                &mut view,
                 &format!("o{i}"),
                 "sku",
                 Op::Reserve {
@@ -720,6 +750,7 @@ mod tests {
         }
         let (ev, req) = decide(
             &mut fold,
+            &mut view,
             "late",
             "sku",
             Op::Reserve {
@@ -729,14 +760,13 @@ mod tests {
         );
         let why = ev.refusal.unwrap();
         assert!(
-            why.starts_with("no local rights: r holds 0") && why.contains("rights requested"),
+            why.contains(&format!("other regions hold {}", 3 - mine)),
             "{why}"
         );
-        assert_eq!(req.len(), 1);
-        assert_eq!(req[0].event_id, "rights-request:r:1");
-        assert_eq!(req[0].op, Op::RightsRequest { qty: 1 });
+        assert!(req.is_empty(), "request 1 is still open: not again");
         let (ev, req) = decide(
             &mut fold,
+            &mut view,
             "later",
             "sku",
             Op::Reserve {
@@ -749,8 +779,8 @@ mod tests {
             "the request is open: not again"
         );
 
-        let (p1, _) = decide(&mut fold, "p1", "reg", Op::put("x"));
-        let (p2, _) = decide(&mut fold, "p2", "reg", Op::put("y"));
+        let (p1, _) = decide(&mut fold, &mut view, "p1", "reg", Op::put("x"));
+        let (p2, _) = decide(&mut fold, &mut view, "p2", "reg", Op::put("y"));
         let dot = |e: &Event| match &e.op {
             Op::RegisterPut {
                 dot: Some(d),

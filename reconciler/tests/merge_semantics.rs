@@ -77,6 +77,12 @@ impl World {
     fn inventory(&mut self, region: &str, op: Op, spread: bool) {
         self.n += 1;
         let id = format!("{region}-{}", self.n);
+        self.inventory_id(region, id, op, spread);
+    }
+
+    /// The same with the producer's event id: a producer that fails over sends one event to
+    /// two regions (the merge keeps the earliest copy).
+    fn inventory_id(&mut self, region: &str, id: String, op: Op, spread: bool) {
         let op = match op {
             Op::StockAdd { qty, .. } => {
                 let w: BTreeMap<String, u32> = if spread {
@@ -189,6 +195,8 @@ impl World {
 #[derive(Debug, Clone)]
 enum Step {
     Stock(usize, i64, bool),
+    /// One stock add sent to two regions (a producer's failover retry).
+    StockTwice(usize, usize, i64, bool),
     Reserve(usize, i64),
     /// Release one of the orders reserved so far (by index).
     Release(usize, usize),
@@ -203,6 +211,8 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         1 => (0..3usize, 1..20i64, any::<bool>()).prop_map(|(r, q, s)| Step::Stock(r, q, s)),
+        1 => (0..3usize, 0..3usize, 1..20i64, any::<bool>())
+            .prop_map(|(a, b, q, s)| Step::StockTwice(a, b, q, s)),
         6 => (0..3usize, 1..4i64).prop_map(|(r, q)| Step::Reserve(r, q)),
         1 => (0..3usize, 0..50usize).prop_map(|(r, o)| Step::Release(r, o)),
         2 => (0..3usize).prop_map(Step::Donate),
@@ -262,6 +272,15 @@ proptest! {
                 Step::Stock(r, q, spread) => {
                     stock += q;
                     w.inventory(REGIONS[r], Op::stock_add(q), spread);
+                }
+                Step::StockTwice(a, b, q, spread) => {
+                    stock += q;
+                    w.n += 1;
+                    let id = format!("twice-{}", w.n);
+                    w.inventory_id(REGIONS[a], id.clone(), Op::stock_add(q), spread);
+                    if b != a {
+                        w.inventory_id(REGIONS[b], id, Op::stock_add(q), spread);
+                    }
                 }
                 Step::Reserve(r, q) => {
                     let o = format!("o{}", orders.len());

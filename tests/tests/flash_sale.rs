@@ -268,10 +268,10 @@ fn flash_sale_escrow_never_revokes_and_repair_revokes_after_a_partition() {
             .unwrap_or(0)
     };
     eprintln!(
-        "{:.0} s: during the cut, escrow views hold at most {} reserved; under repair the regions admitted {} in all",
+        "{:.0} s: during the cut, the fullest view holds {} reserved under escrow, {} under repair (stock 1,000 each)",
         t(),
         admitted(&c, ESCROW),
-        c.processor_sum(|s| &s.accepted) - c.processor_sum(|s| &s.refused)
+        admitted(&c, REPAIR)
     );
     c.heal("c").unwrap();
     publisher.send(&both(3_000, 5_000), |_| {});
