@@ -358,21 +358,31 @@ pub fn apply_admitted(state: &mut Option<AggState>, ev: &Event) -> Result<Applie
 }
 
 /// Fold one of this region's own events not yet reconciled into its view: as
-/// `apply_admitted`, except that under escrow a stock add and a release grant no rights yet
-/// (a release frees the order, its units become rights when reconciled). Another region may release the same order first (a user who failed over),
+/// `apply_admitted`, except that under escrow a release, and a stock add whose rights all go to
+/// this region, grant no rights yet (a release frees the order; the units become rights when
+/// reconciled). Another region may release the same order first (a user who failed over),
 /// and then the merge refuses ours: the units become this region's rights only when
 /// `reconciled` shows the release applied, so a view never spends rights the merge may not
 /// give it.
 pub fn apply_pending(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, InvalidOp> {
-    // A stock add's rights, likewise, only once reconciled: the producer may have sent the
-    // same add to another region first (a failover), and the merge keeps that copy, whose
-    // grants may differ. The stock shows in `available` at once.
+    // A stock add whose rights all went to this region, likewise, only once reconciled: the
+    // producer may have sent the same add to another region first (a failover), and the
+    // merge keeps that copy, which grants them to that region. A split by weights grants the
+    // same whichever region's copy is kept (`escrow_split` is the same everywhere), so its
+    // rights count at once. The stock shows in `available` at once either way.
+    let to_me_only = |g: &Option<Vec<rf_schemas::Share>>| {
+        g.as_ref().is_none_or(|g| {
+            g.iter()
+                .all(|s| Some(s.region.as_str()) == ev.region.as_deref())
+        })
+    };
     if let (None, Op::StockAdd { qty, grants }) = (&ev.refusal, &ev.op) {
-        let escrow_key = match state.as_ref() {
-            None => grants.is_some(),
-            Some(AggState::Inventory { escrow, .. }) => escrow.is_some(),
-            Some(_) => false,
-        };
+        let escrow_key = to_me_only(grants)
+            && match state.as_ref() {
+                None => grants.is_some(),
+                Some(AggState::Inventory { escrow, .. }) => escrow.is_some(),
+                Some(_) => false,
+            };
         if escrow_key {
             validate(state.as_ref(), &ev.op)?;
             let s = state.get_or_insert_with(|| AggState::Inventory {

@@ -399,9 +399,13 @@ pub fn check(c: &Cluster, ledger: &Ledger) -> Result<Report, String> {
         .filter(|k| k.starts_with("likes:"))
         .take(3)
         .chain(keys.iter().filter(|k| k.starts_with("profile:")).take(3))
+        .chain(keys.iter().filter(|k| k.starts_with("stock:")).take(2))
     {
+        // As `reconciled` publishes it (bounded; a register's siblings and context token,
+        // an escrow SKU's rights per region).
+        let (s, ev) = &final_state[k];
         r.sample_states
-            .push((k.clone(), final_state[k].0.to_json()));
+            .push((k.clone(), published_json(Some(s), ev)));
     }
     Ok(r)
 }

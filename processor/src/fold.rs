@@ -670,10 +670,8 @@ mod tests {
     fn escrow_refusals_request_rights_once_and_puts_get_dots() {
         let dir = tempfile::tempdir().unwrap();
         let store = RocksStore::open(dir.path()).unwrap();
-        let cfg = Config {
-            escrow_split: [("r".to_owned(), 1), ("q".to_owned(), 1)].into(),
-            ..Config::default()
-        };
+        // Rights to the accepting region (no split).
+        let cfg = Config::default();
         let mut fold =
             PartitionFold::new(0, "r", 500, PartitionMeta::default()).with_rules(Arc::new(cfg));
         let mut view = RegionalView::new("r");
@@ -698,7 +696,8 @@ mod tests {
                 (ev, fold.take_originated())
             };
         let (stock, _) = decide(&mut fold, &mut view, "s", "sku", Op::stock_add(3));
-        // Its rights count once reconciled (it may be a failover copy of another region's).
+        // Its rights (all this region's) count once reconciled: it may be a failover copy of
+        // another region's, which the merge would keep instead.
         let (early, req) = decide(
             &mut fold,
             &mut view,
