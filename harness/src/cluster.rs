@@ -182,6 +182,9 @@ impl Cluster {
                 Some(ns) => format!("{}:0", ns.ip),
                 None => "127.0.0.1:0".into(),
             },
+            // Escrow rights split evenly across the cluster's regions, as docs/configuration.md
+            // recommends: a stock add's share counts at once where it was taken.
+            escrow_split: self.regions.iter().map(|(r, _)| (r.clone(), 1)).collect(),
             ..Default::default()
         };
         cfg.kafka.extend(kafka_extras());

@@ -246,15 +246,54 @@ impl<T: AvroRecord> Codec<T> {
                 reencoded.len()
             )));
         }
-        let value = if index == 0 {
-            value
-        } else {
-            value
-                .resolve(&self.reader)
-                .map_err(|e| DecodeError::Shape(e.to_string()))?
-        };
-        T::from_value(value).map_err(DecodeError::Shape)
+        if index == 0 {
+            return T::from_value(value).map_err(DecodeError::Shape);
+        }
+        // An older writer: the contract's schemas evolve by appending only (fields with a
+        // null default at the end of a record, union branches and enum symbols at the end),
+        // so its value maps directly, by branch index and field name, with the added fields
+        // absent. Not through apache-avro's resolution: it matches a union branch by shape,
+        // not by name, and would read a v1 `Reserve { order_id, qty }` as the first reader
+        // branch it fits, `StockAdd { qty, grants = null }`.
+        match T::from_value(value.clone()) {
+            Ok(v) => Ok(v),
+            Err(_) => {
+                let value = value
+                    .resolve(&self.reader)
+                    .map_err(|e| DecodeError::Shape(e.to_string()))?;
+                T::from_value(value).map_err(DecodeError::Shape)
+            }
+        }
     }
+}
+
+/// Drop the fields schema v2 added (`context`, `dot`, `grants`) from a value tree.
+fn strip_v2_fields(v: &mut apache_avro::types::Value) {
+    use apache_avro::types::Value;
+    match v {
+        Value::Record(fields) => {
+            fields.retain(|(k, _)| !matches!(k.as_str(), "context" | "dot" | "grants"));
+            for (_, f) in fields {
+                strip_v2_fields(f);
+            }
+        }
+        Value::Union(_, b) => strip_v2_fields(b),
+        _ => {}
+    }
+}
+
+/// Encode `value` as the previous version wrote it, with the v1 schema (`avro/previous/`):
+/// for tests and tools that reproduce old topics. `Err` for what v1 cannot express (the
+/// rights ops); v2's optional fields are dropped.
+pub fn encode_v1<T: AvroRecord>(v1_schema: &str, value: &T) -> Result<Vec<u8>, EncodeError> {
+    let schema = Schema::parse_str(v1_schema).map_err(|e| EncodeError(e.to_string()))?;
+    let mut datum = value.to_value();
+    strip_v2_fields(&mut datum);
+    let body = to_avro_datum(&schema, datum).map_err(|e| EncodeError(e.to_string()))?;
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&fingerprint(&schema));
+    out.extend_from_slice(&body);
+    Ok(out)
 }
 
 impl Codec<Event> {
@@ -511,19 +550,37 @@ mod tests {
     fn events_written_with_the_v1_schema_still_decode() {
         let v1: Codec<Event> = Codec::new(avsc::EVENT_V1).unwrap();
         assert_ne!(v1.fingerprint(), Codec::event().fingerprint());
-        // v1's writer can only write what v1 knows: encode those ops through apache-avro
-        // with the v1 schema, from the Value the current mapping gives minus the new fields.
-        let v1_schema = Schema::parse_str(avsc::EVENT_V1).unwrap();
-        for op in [Op::put("x"), Op::stock_add(7), Op::CounterAdd { delta: 2 }] {
+        let v1_ops = [
+            Op::CounterAdd { delta: 2 },
+            Op::put("x"),
+            Op::ScoreSubmit {
+                player: "p".into(),
+                score: 3,
+            },
+            Op::stock_add(7),
+            Op::Reserve {
+                order_id: "o".into(),
+                qty: 4,
+            },
+            Op::Release {
+                order_id: "o".into(),
+            },
+            Op::MessagePost {
+                author: "a".into(),
+                text: "t".into(),
+            },
+            Op::Heartbeat,
+            Op::Custom {
+                aggregate: "g".into(),
+                payload: vec![1],
+            },
+        ];
+        for op in v1_ops {
             let mut e = Event::new("old", "k", op);
             e.region = Some("eu".into());
             e.hlc = Some(Hlc::new(5, 1));
-            let mut value = crate::convert::AvroRecord::to_value(&e);
-            strip_new_fields(&mut value);
-            let datum = apache_avro::to_avro_datum(&v1_schema, value).unwrap();
-            let mut bytes = MAGIC.to_vec();
-            bytes.extend_from_slice(&v1.fingerprint().to_le_bytes());
-            bytes.extend_from_slice(&datum);
+            let bytes = encode_v1(avsc::EVENT_V1, &e).unwrap();
+            assert_eq!(&bytes[2..10], &v1.fingerprint().to_le_bytes());
             assert_eq!(Codec::event().decode(&bytes).unwrap(), e);
             let r = ReconciledEvent {
                 event: e.clone(),
@@ -531,31 +588,12 @@ mod tests {
                 reason: None,
                 state_json: "{}".into(),
             };
-            let rv1: Codec<ReconciledEvent> = Codec::new(avsc::RECONCILED_EVENT_V1).unwrap();
-            let rschema = Schema::parse_str(avsc::RECONCILED_EVENT_V1).unwrap();
-            let mut value = crate::convert::AvroRecord::to_value(&r);
-            strip_new_fields(&mut value);
-            let datum = apache_avro::to_avro_datum(&rschema, value).unwrap();
-            let mut bytes = MAGIC.to_vec();
-            bytes.extend_from_slice(&rv1.fingerprint().to_le_bytes());
-            bytes.extend_from_slice(&datum);
+            let bytes = encode_v1(avsc::RECONCILED_EVENT_V1, &r).unwrap();
             assert_eq!(Codec::reconciled().decode(&bytes).unwrap(), r);
         }
-    }
-
-    /// Drop the fields v2 added (`context`, `dot`, `grants`) from a Value tree.
-    fn strip_new_fields(v: &mut apache_avro::types::Value) {
-        use apache_avro::types::Value;
-        match v {
-            Value::Record(fields) => {
-                fields.retain(|(k, _)| !matches!(k.as_str(), "context" | "dot" | "grants"));
-                for (_, f) in fields {
-                    strip_new_fields(f);
-                }
-            }
-            Value::Union(_, b) => strip_new_fields(b),
-            _ => {}
-        }
+        // What v1 has no branch for cannot be written as v1.
+        let req = Event::new("r", "k", Op::RightsRequest { qty: 1 });
+        assert!(encode_v1(avsc::EVENT_V1, &req).is_err());
     }
 
     #[test]

@@ -88,6 +88,16 @@ impl Fields {
             other => Err(format!("field {name}: expected int, got {other:?}")),
         }
     }
+    /// A field an older writer schema may lack (added later with a null default): `None`
+    /// when absent.
+    fn added(&mut self, name: &str) -> Result<Option<Value>, String> {
+        if self.0.iter().any(|(k, _)| k == name) {
+            self.optional(name)
+        } else {
+            Ok(None)
+        }
+    }
+
     fn optional(&mut self, name: &str) -> Result<Option<Value>, String> {
         match self.take(name)? {
             Value::Union(_, b) => match *b {
@@ -218,8 +228,12 @@ fn op_from(v: Value) -> Result<Op, String> {
         },
         1 => Op::RegisterPut {
             value: f.string("value")?,
-            context: f.opt_string("context")?,
-            dot: match f.optional("dot")? {
+            context: match f.added("context")? {
+                None => None,
+                Some(Value::String(x)) => Some(x),
+                Some(other) => return Err(format!("context: {other:?}")),
+            },
+            dot: match f.added("dot")? {
                 None => None,
                 Some(v) => {
                     let mut d = Fields::of(v)?;
@@ -236,7 +250,7 @@ fn op_from(v: Value) -> Result<Op, String> {
         },
         3 => Op::StockAdd {
             qty: f.long("qty")?,
-            grants: match f.optional("grants")? {
+            grants: match f.added("grants")? {
                 None => None,
                 Some(Value::Array(items)) => Some(
                     items
