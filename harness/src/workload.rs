@@ -206,7 +206,7 @@ pub fn generate(w: &Workload, regions: usize) -> (Vec<Outgoing>, Ledger) {
     (out, ledger)
 }
 
-const MALFORMED_KINDS: usize = 9;
+const MALFORMED_KINDS: usize = 10;
 
 /// The dead-letter class (`rf-error-class`) the processor must give the `j`-th malformed
 /// record of `malformed_payload`.
@@ -220,13 +220,16 @@ pub fn malformed_class(j: usize) -> &'static str {
         "oversized",
         "invalid_value",
         "invalid_value",
+        "reserved_op",
         "wrong_family",
     ][j % MALFORMED_KINDS]
 }
 
 /// The `j`-th malformed record (key, payload), cycling through the kinds of bad input:
 /// garbage bytes, truncated Avro, Kafka key ≠ envelope key, empty event_id, unknown schema
-/// fingerprint, oversized, negative quantity, release without an order id, wrong op family.
+/// fingerprint, oversized, negative quantity, release without an order id, an escrow rights
+/// transfer (written by processors only), wrong op family (the last kind: `generate` sends a
+/// genuine counter event on its key first).
 pub fn malformed_payload(j: usize, key: String, rng: &mut StdRng) -> (String, Vec<u8>) {
     let codec = Codec::event();
     let enc = |ev: &Event| codec.encode(ev).expect("encode");
@@ -290,13 +293,27 @@ pub fn malformed_payload(j: usize, key: String, rng: &mut StdRng) -> (String, Ve
             ));
             (k, b)
         }
-        _ => {
+        9 => {
             let b = enc(&Event::new(
                 format!("bad-{j}"),
                 key.clone(),
                 Op::put("not a counter"),
             ));
             (key, b)
+        }
+        _ => {
+            // A producer claiming rights for a region: only processors write transfers.
+            let k = format!("stock:bad-{j}");
+            let b = enc(&Event::new(
+                format!("bad-{j}"),
+                k.clone(),
+                Op::RightsTransfer {
+                    to: "anywhere".into(),
+                    qty: 1_000,
+                    request: 1,
+                },
+            ));
+            (k, b)
         }
     }
 }

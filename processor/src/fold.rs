@@ -270,10 +270,8 @@ impl PartitionFold {
             Ok(Applied::Refused(_)) if pending_release => {}
             Ok(Applied::Refused(r)) => {
                 ev.refusal = Some(r);
-                if policy == Policy::Escrow {
-                    let decided_on = admit_view.as_ref().unwrap_or(state);
-                    self.short_of_rights(decided_on.as_ref(), &mut ev, now_ms);
-                }
+                let decided_on = admit_view.as_ref().unwrap_or(state);
+                self.short_of_rights(decided_on.as_ref(), state.as_ref(), policy, &mut ev, now_ms);
             }
             Err(e) => {
                 return Decision::Dead {
@@ -339,7 +337,16 @@ impl PartitionFold {
     /// An escrow reservation refused for want of rights: the reason says what this region
     /// and the others hold, and a request for rights is recorded (originated) unless this
     /// region's last request is still open.
-    fn short_of_rights(&mut self, decided_on: Option<&AggState>, ev: &mut Event, now_ms: i64) {
+    /// The key's mode is its state's (escrow once a stock add with grants or a request made
+    /// it so); a key with no state yet follows this processor's `policy` for it.
+    fn short_of_rights(
+        &mut self,
+        decided_on: Option<&AggState>,
+        own: Option<&AggState>,
+        policy: Policy,
+        ev: &mut Event,
+        now_ms: i64,
+    ) {
         let Op::Reserve { qty, .. } = &ev.op else {
             return;
         };
@@ -349,8 +356,8 @@ impl PartitionFold {
             Some(AggState::Inventory {
                 escrow: Some(e), ..
             }) => e,
-            None => &none,
-            // Repair-mode state, or refused for another reason (the order holds one).
+            None if policy == Policy::Escrow => &none,
+            // A repair key (or one this processor would make repair), or no inventory.
             _ => return,
         };
         if escrow.rights(&region) >= *qty {
@@ -366,7 +373,14 @@ impl PartitionFold {
         if escrow.request_open(&region) {
             return;
         }
-        let n = escrow.requested.get(&region).copied().unwrap_or(0) + 1;
+        // Numbered past every request of ours the view or this region's own state (a fold of
+        // its history) knows, so a request is never lost as a duplicate id.
+        let known = |s: Option<&Escrow>| s.and_then(|e| e.requested.get(&region).copied());
+        let own = match own {
+            Some(AggState::Inventory { escrow, .. }) => escrow.as_ref(),
+            _ => None,
+        };
+        let n = known(Some(escrow)).max(known(own)).unwrap_or(0) + 1;
         let id = format!("rights-request:{region}:{n}");
         let mut req = Event::new(id, ev.key.clone(), Op::RightsRequest { qty: *qty });
         req.region = Some(region);

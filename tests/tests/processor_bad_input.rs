@@ -1,4 +1,4 @@
-//! Invariant 8: 10,000 malformed records of nine kinds mixed into 10,000 good events (all
+//! Invariant 8: 10,000 malformed records of ten kinds mixed into 10,000 good events (all
 //! five aggregates, with retries). Every malformed record lands in `events.dlq` once with
 //! the right error class; every good event lands in `history` exactly once; no crash.
 use rf_harness::check::verify_region;
