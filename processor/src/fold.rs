@@ -234,7 +234,7 @@ impl PartitionFold {
         }
         let inventory = Family::of(&ev.op) == Some(Family::Inventory);
         let policy = self.rules.policy_of(&ev.key);
-        self.stamp_op(state.as_ref(), view.as_deref_mut(), &mut ev);
+        self.stamp_op(state.as_ref(), view.as_deref_mut(), policy, &mut ev);
         // Inventory is admitted against the regional view (reduced to what the op needs),
         // everything else against this region's own state.
         let mut admit_view = match view {
@@ -291,10 +291,16 @@ impl PartitionFold {
     /// Fill in what the processor decides of an op before admission: a stock add's grants
     /// (escrow policy), a put's dot and, when the producer sent none, its context (the
     /// regional view's version vector, else this region's own state's).
-    fn stamp_op(&self, state: Option<&AggState>, view: Option<&mut RegionalView>, ev: &mut Event) {
+    fn stamp_op(
+        &self,
+        state: Option<&AggState>,
+        view: Option<&mut RegionalView>,
+        policy: Policy,
+        ev: &mut Event,
+    ) {
         let region = self.region.as_str();
         match &mut ev.op {
-            Op::StockAdd { qty, grants } if self.rules.policy_of(&ev.key) == Policy::Escrow => {
+            Op::StockAdd { qty, grants } if policy == Policy::Escrow => {
                 *grants = Some(split(*qty, region, &self.rules.escrow_split));
             }
             Op::RegisterPut { context, dot, .. } => {
