@@ -5,7 +5,7 @@
 use crate::causal::{parse_token, Causal};
 use crate::escrow::Escrow;
 pub use crate::indexed::{Board, Orders};
-use rf_schemas::{Dot, Event, Hlc, Op};
+use rf_schemas::{Dot, Event, Hlc, Op, ScheduleSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -19,6 +19,8 @@ pub enum Family {
     Leaderboard,
     Inventory,
     Channel,
+    /// Scheduled actions (`crate::schedule`).
+    Schedule,
     /// A user-defined aggregate (`crate::custom::Aggregate`); the name tells them apart.
     Custom,
 }
@@ -35,6 +37,9 @@ impl Family {
             | Op::RightsRequest { .. }
             | Op::RightsTransfer { .. } => Family::Inventory,
             Op::MessagePost { .. } => Family::Channel,
+            Op::ScheduleSet(_) | Op::ScheduleCancel { .. } | Op::ScheduleFired(_) => {
+                Family::Schedule
+            }
             Op::Custom { .. } => Family::Custom,
             Op::Heartbeat => return None,
         })
@@ -68,6 +73,16 @@ pub enum Applied {
     /// The op was valid but its effect could not be granted (e.g. a reservation the
     /// available stock cannot cover). Recorded, not dropped.
     Refused(String),
+}
+
+/// The latest occurrence a schedule fired (by instant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastFired {
+    pub at_ms: i64,
+    pub fold: i32,
+    pub wall: String,
+    pub region: String,
+    pub failover: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +122,19 @@ pub enum AggState {
         count: u64,
         last: VecDeque<Message>,
     },
+    /// A schedule (`crate::schedule`): what fires, and what fired last.
+    Schedule {
+        /// `None`: cancelled.
+        spec: Option<ScheduleSpec>,
+        /// The instant (HLC ms) of the set that made the current spec: it fires after it.
+        since_ms: i64,
+        /// The region that accepted that set (the home unless the spec names one).
+        set_by: Option<String>,
+        last: Option<LastFired>,
+        fired: u64,
+        /// Of `fired`, by a region other than the home.
+        failovers: u64,
+    },
     /// State of a user-defined aggregate, as its own JSON.
     Custom {
         name: String,
@@ -122,6 +150,7 @@ impl AggState {
             AggState::Leaderboard { .. } => Family::Leaderboard,
             AggState::Inventory { .. } => Family::Inventory,
             AggState::Channel { .. } => Family::Channel,
+            AggState::Schedule { .. } => Family::Schedule,
             AggState::Custom { .. } => Family::Custom,
         }
     }
@@ -146,6 +175,14 @@ impl AggState {
             Family::Channel => AggState::Channel {
                 count: 0,
                 last: VecDeque::new(),
+            },
+            Family::Schedule => AggState::Schedule {
+                spec: None,
+                since_ms: 0,
+                set_by: None,
+                last: None,
+                fired: 0,
+                failovers: 0,
             },
             Family::Custom => AggState::Custom {
                 name: String::new(),
@@ -238,6 +275,9 @@ pub fn validate(state: Option<&AggState>, op: &Op) -> Result<Family, InvalidOp> 
         Op::Reserve { order_id, .. } | Op::Release { order_id } if order_id.is_empty() => {
             Err(InvalidOp::InvalidValue("empty order_id".into()))
         }
+        Op::ScheduleSet(spec) => crate::schedule::Schedule::parse(spec)
+            .map(|_| family)
+            .map_err(InvalidOp::InvalidValue),
         _ => Ok(family),
     }
 }
@@ -583,6 +623,59 @@ fn apply_step(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Inval
                 None => Applied::Refused("this SKU uses the repair policy: no rights".into()),
             }
         }
+        (
+            AggState::Schedule {
+                spec,
+                since_ms,
+                set_by,
+                ..
+            },
+            Op::ScheduleSet(new),
+        ) => {
+            *spec = Some(new.clone());
+            *since_ms = ev.hlc.map_or(0, |h| h.physical_ms);
+            *set_by = ev.region.clone();
+            Applied::Applied
+        }
+        (AggState::Schedule { spec, .. }, Op::ScheduleCancel { .. }) => match spec {
+            Some(_) => {
+                *spec = None;
+                Applied::Applied
+            }
+            None => Applied::Refused("no schedule to cancel".into()),
+        },
+        (
+            AggState::Schedule {
+                spec,
+                last,
+                fired,
+                failovers,
+                ..
+            },
+            Op::ScheduleFired(f),
+        ) => {
+            // A firing the merge orders after a cancel is refused: a consumer acting on
+            // `reconciled` never acts on an occurrence of a cancelled schedule.
+            if spec.is_none() {
+                return Ok(Applied::Refused(
+                    "the schedule was cancelled before this occurrence fired".into(),
+                ));
+            }
+            if last.as_ref().is_none_or(|l| f.occurrence_ms > l.at_ms) {
+                *last = Some(LastFired {
+                    at_ms: f.occurrence_ms,
+                    fold: f.fold,
+                    wall: f.wall.clone(),
+                    region: region.to_owned(),
+                    failover: f.failover,
+                });
+            }
+            *fired = fired.saturating_add(1);
+            if f.failover {
+                *failovers = failovers.saturating_add(1);
+            }
+            Applied::Applied
+        }
         (AggState::Channel { count, last }, Op::MessagePost { author, text }) => {
             *count = count.saturating_add(1);
             last.push_back(Message {
@@ -615,6 +708,31 @@ pub fn validate_input(op: &Op) -> Result<(), InvalidOp> {
         } => Err(InvalidOp::ReservedOp("StockAdd.grants")),
         Op::RegisterPut { dot: Some(_), .. } => Err(InvalidOp::ReservedOp("RegisterPut.dot")),
         _ => Ok(()),
+    }
+}
+
+impl AggState {
+    /// A schedule's firing region: the spec's home, else the region that accepted the set.
+    pub fn schedule_home(&self) -> Option<&str> {
+        match self {
+            AggState::Schedule {
+                spec: Some(s),
+                set_by,
+                ..
+            } => s.home.as_deref().or(set_by.as_deref()),
+            _ => None,
+        }
+    }
+
+    /// A schedule's occurrences at or before this instant are done: the set's instant, or
+    /// the last fired occurrence.
+    pub fn schedule_done_ms(&self) -> i64 {
+        match self {
+            AggState::Schedule { since_ms, last, .. } => {
+                (*since_ms).max(last.as_ref().map_or(i64::MIN, |l| l.at_ms))
+            }
+            _ => i64::MIN,
+        }
     }
 }
 

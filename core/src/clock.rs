@@ -16,6 +16,45 @@ pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64;
 }
 
+impl std::fmt::Debug for dyn Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock(now_ms = {})", self.now_ms())
+    }
+}
+
+/// A clock `rate` times faster than the system's from a common origin: at the system
+/// time `real0_ms` it reads `sim0_ms`. Every process given the same three numbers reads the
+/// same time (tests of schedules run a simulated hour per real second, or faster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastClock {
+    pub sim0_ms: i64,
+    pub real0_ms: i64,
+    pub rate: i64,
+}
+
+impl FastClock {
+    /// From `"<sim0_ms>:<real0_ms>:<rate>"` (the `RF_CLOCK_FAST` test seam).
+    pub fn parse(s: &str) -> Option<FastClock> {
+        let mut it = s.split(':').map(|x| x.trim().parse::<i64>().ok());
+        let c = FastClock {
+            sim0_ms: it.next()??,
+            real0_ms: it.next()??,
+            rate: it.next()??,
+        };
+        (it.next().is_none() && c.rate >= 1).then_some(c)
+    }
+
+    pub fn to_env(&self) -> String {
+        format!("{}:{}:{}", self.sim0_ms, self.real0_ms, self.rate)
+    }
+}
+
+impl Clock for FastClock {
+    fn now_ms(&self) -> i64 {
+        self.sim0_ms + (SystemClock.now_ms() - self.real0_ms) * self.rate
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 impl Clock for SystemClock {

@@ -9,10 +9,11 @@ pub mod escrow;
 pub mod indexed;
 pub mod order;
 pub mod published;
+pub mod schedule;
 pub mod view;
 
 pub use aggregate::{AggState, Applied, Family, InvalidOp};
-pub use clock::{Clock, HlcClock, ManualClock, SystemClock};
+pub use clock::{Clock, FastClock, HlcClock, ManualClock, SystemClock};
 pub use custom::Aggregate;
 pub use order::OrderKey;
 pub use published::{published_json, Published};

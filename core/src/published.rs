@@ -5,7 +5,7 @@
 //!
 //! | aggregate | published |
 //! |---|---|
-//! | counter, register, custom | the whole state (small by nature) |
+//! | counter, register, schedule, custom | the whole state (small by nature) |
 //! | leaderboard | the number of players, the top [`LEADERBOARD_TOP_K`], and this event's player's best |
 //! | inventory | available, units reserved, open orders, and what this event's order holds after it |
 //! | channel | the message count and the newest messages within [`CHANNEL_LAST_BYTES`] |
@@ -75,6 +75,15 @@ pub enum Published {
         count: u64,
         /// Oldest first.
         last: Vec<Message>,
+    },
+    /// The whole schedule state (small: the spec and the last firing).
+    Schedule {
+        spec: Option<rf_schemas::ScheduleSpec>,
+        since_ms: i64,
+        set_by: Option<String>,
+        last: Option<crate::aggregate::LastFired>,
+        fired: u64,
+        failovers: u64,
     },
     Custom {
         name: String,
@@ -164,6 +173,21 @@ pub fn publish(state: &AggState, ev: &Event) -> Published {
                 last: kept,
             }
         }
+        AggState::Schedule {
+            spec,
+            since_ms,
+            set_by,
+            last,
+            fired,
+            failovers,
+        } => Published::Schedule {
+            spec: spec.clone(),
+            since_ms: *since_ms,
+            set_by: set_by.clone(),
+            last: last.clone(),
+            fired: *fired,
+            failovers: *failovers,
+        },
         AggState::Custom { name, state } => Published::Custom {
             name: name.clone(),
             state: state.clone(),
@@ -194,6 +218,7 @@ fn family_name(state: &AggState) -> &'static str {
         AggState::Leaderboard { .. } => "leaderboard",
         AggState::Inventory { .. } => "inventory",
         AggState::Channel { .. } => "channel",
+        AggState::Schedule { .. } => "schedule",
         AggState::Custom { .. } => "custom",
     }
 }

@@ -632,6 +632,17 @@ impl RegionalView {
         self.pending.values().map(|p| p.count).sum()
     }
 
+    /// The keys of `partition` whose reconciled state is of `family`.
+    pub fn keys_of(&self, partition: i32, family: Family) -> Vec<String> {
+        self.replica
+            .iter()
+            .filter(|(_, (p, r))| {
+                *p == partition && r.state.as_ref().is_some_and(|s| s.family() == family)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Every key the view knows (reconciled or pending).
     pub fn keys(&self) -> Vec<String> {
         let mut k: Vec<String> = self

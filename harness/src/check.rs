@@ -626,6 +626,17 @@ pub fn verify_region(
     Ok(r)
 }
 
+/// Every event of a region's `history` as a reader sees it (records of aborted
+/// transactions included: no broker here hides them), with its partition.
+pub fn read_history_events(
+    bootstrap: &str,
+    partitions: i32,
+) -> Result<Vec<(i32, rf_schemas::Event)>, String> {
+    read_all(bootstrap, "history", partitions, |_, b| {
+        Codec::event().decode(b).ok()
+    })
+}
+
 /// Every HLC in a region's `history` (events and heartbeats), for clock checks.
 pub fn read_all_history_hlcs(
     bootstrap: &str,

@@ -306,6 +306,16 @@ impl Cluster {
 
     /// Start an in-process reconciler with a caller-shaped configuration.
     pub fn start_reconciler_with(&mut self, cfg: rf_reconciler::Config) {
+        self.start_reconciler_clocked(cfg, Arc::new(rf_core::SystemClock));
+    }
+
+    /// As `start_reconciler_with`, on the caller's clock (e.g. a `FastClock` the
+    /// processors share).
+    pub fn start_reconciler_clocked(
+        &mut self,
+        cfg: rf_reconciler::Config,
+        clock: Arc<dyn rf_core::Clock>,
+    ) {
         let shutdown = Shutdown::default();
         let stats = Arc::new(RecStats::default());
         let (s, st) = (shutdown.clone(), stats.clone());
@@ -314,7 +324,7 @@ impl Cluster {
             "reconciler".into(),
             shutdown,
             stats,
-            move || rf_reconciler::run_with(cfg, s, Arc::new(rf_core::SystemClock), st),
+            move || rf_reconciler::run_with(cfg, s, clock, st),
         ));
     }
 

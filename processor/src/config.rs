@@ -67,6 +67,12 @@ pub struct Config {
     pub escrow_split: BTreeMap<String, u32>,
     /// Escrow: rights a region keeps for itself when it donates to a region that asked.
     pub escrow_local_reserve: i64,
+    /// Schedules: how long after an occurrence's due instant the other regions wait for the
+    /// home region's firing to show in `reconciled` before they fire it too (failover).
+    pub schedule_grace_ms: u64,
+    /// Schedules: an occurrence noticed more than this after its deadline (the due instant,
+    /// plus the grace for a failover) is late, and the schedule's missed policy decides.
+    pub schedule_tolerance_ms: u64,
     /// HTTP address for /health, /ready, /metrics, /state/{key} and /feed (empty: none).
     pub http_addr: String,
     /// Passed through to librdkafka verbatim (e.g. `security.protocol`, `sasl.*`).
@@ -103,6 +109,8 @@ impl Default for Config {
             inventory_policy_prefixes: BTreeMap::new(),
             escrow_split: BTreeMap::new(),
             escrow_local_reserve: 0,
+            schedule_grace_ms: 30_000,
+            schedule_tolerance_ms: 60_000,
             http_addr: "0.0.0.0:8080".into(),
             kafka: BTreeMap::new(),
         }
@@ -174,6 +182,15 @@ impl Config {
                     format!("{region}: weights must be positive (leave a region out to give it nothing)"),
                 ));
             }
+        }
+        if self.schedule_grace_ms == 0 {
+            return Err(bad(
+                "schedule_grace_ms",
+                "must be positive (the home region fires first; others wait this long)",
+            ));
+        }
+        if self.schedule_tolerance_ms == 0 {
+            return Err(bad("schedule_tolerance_ms", "must be positive"));
         }
         if self.escrow_local_reserve < 0 {
             return Err(bad("escrow_local_reserve", "must not be negative"));

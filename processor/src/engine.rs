@@ -62,6 +62,8 @@ pub struct Engine {
     /// Escrow keys `reconciled` changed since the last `donate`: they may hold requests
     /// for rights this region can answer.
     pub(crate) donate_due: std::collections::BTreeSet<(i32, String)>,
+    /// When each schedule of the owned partitions is next evaluated (`schedules.rs`).
+    pub(crate) timers: crate::schedules::Timers,
 }
 
 impl Engine {
@@ -96,6 +98,7 @@ impl Engine {
             follower,
             catch_up: BTreeMap::new(),
             donate_due: Default::default(),
+            timers: Default::default(),
         }
     }
 
@@ -155,6 +158,9 @@ impl Engine {
                 {
                     self.stats.counters.rights_short.inc();
                 }
+                if rf_core::Family::of(&ev.op) == Some(rf_core::Family::Schedule) {
+                    self.timers.touch(p, &ev.key);
+                }
                 self.write_history(p, &ev, Some(m.offset()))?;
                 fail::fail_point!("rf::mid_produce", |_| -> Result<()> {
                     crash("rf::mid_produce")
@@ -184,7 +190,12 @@ impl Engine {
         Ok(())
     }
 
-    fn write_history(&mut self, p: i32, ev: &Event, src_offset: Option<i64>) -> Result<()> {
+    pub(crate) fn write_history(
+        &mut self,
+        p: i32,
+        ev: &Event,
+        src_offset: Option<i64>,
+    ) -> Result<()> {
         let headers = history_headers(&self.txn_id, src_offset.map(|o| (p, o)));
         self.write_history_with(p, ev, headers)
     }
@@ -265,6 +276,21 @@ impl Engine {
         {
             self.donate_due
                 .insert((r.partition, r.record.event.key.clone()));
+        }
+        match &r.record.event.op {
+            rf_schemas::Op::ScheduleFired(f) => {
+                let late = self.clock.now_ms() - f.occurrence_ms;
+                self.stats
+                    .metrics
+                    .schedule_due_to_reconciled_seconds
+                    .with_label_values(&[self.cfg.region.as_str()])
+                    .observe(late.max(0) as f64 / 1000.0);
+                self.timers.touch(r.partition, &r.record.event.key);
+            }
+            rf_schemas::Op::ScheduleSet(_) | rf_schemas::Op::ScheduleCancel { .. } => {
+                self.timers.touch(r.partition, &r.record.event.key);
+            }
+            _ => {}
         }
         if r.region != self.cfg.region {
             self.observe_remote(r);

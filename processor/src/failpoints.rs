@@ -45,8 +45,17 @@ pub fn crash(seam: &str) -> ! {
 }
 
 /// The wall clock of the `processor` binary: the system's, or `RF_CLOCK_AHEAD_MS` ahead of
-/// it (a test seam like the failpoints: a zombie that resumes with its clock ahead).
+/// it (a test seam like the failpoints: a zombie that resumes with its clock ahead), or
+/// `RF_CLOCK_FAST=<sim0_ms>:<real0_ms>:<rate>` (`rf_core::FastClock`: schedules tested at
+/// a simulated hour per second).
 pub fn clock_from_env() -> std::sync::Arc<dyn rf_core::Clock> {
+    if let Some(fast) = std::env::var("RF_CLOCK_FAST")
+        .ok()
+        .and_then(|v| rf_core::FastClock::parse(&v))
+    {
+        tracing::warn!(?fast, "wall clock runs fast (RF_CLOCK_FAST)");
+        return std::sync::Arc::new(fast);
+    }
     match std::env::var("RF_CLOCK_AHEAD_MS")
         .ok()
         .and_then(|v| v.parse::<i64>().ok())

@@ -107,6 +107,14 @@ impl PartitionFold {
         Ok(Some(ev))
     }
 
+    /// A copy of the key's state in this region's own fold (cache, else store).
+    pub fn state_of(&self, store: &dyn StateStore, key: &str) -> Result<Option<AggState>> {
+        match self.cache.get(key) {
+            Some(s) => Ok(Some(s.clone())),
+            None => store.state(self.partition, key),
+        }
+    }
+
     /// The key's state, taken out of the cache (the caller puts it back) or read from the
     /// store.
     fn take(&mut self, store: &dyn StateStore, key: &str) -> Result<Option<AggState>> {
@@ -659,6 +667,37 @@ mod tests {
                     context: Some("r:x".into()),
                     dot: None,
                 },
+                "invalid_value",
+            ),
+            (
+                "t",
+                Op::ScheduleFired(rf_schemas::Firing {
+                    occurrence_ms: 0,
+                    fold: 0,
+                    wall: String::new(),
+                    payload: String::new(),
+                    failover: false,
+                    missed: 0,
+                }),
+                "reserved_op",
+            ),
+            (
+                "t",
+                Op::ScheduleSet(rf_schemas::ScheduleSpec::new("0 9 * *", "UTC", "")),
+                "invalid_value",
+            ),
+            (
+                "t",
+                Op::ScheduleSet(rf_schemas::ScheduleSpec::new("0 9 * * *", "Mars/Base", "")),
+                "invalid_value",
+            ),
+            (
+                "t",
+                Op::ScheduleSet({
+                    let mut s = rf_schemas::ScheduleSpec::new("0 9 * * *", "UTC", "");
+                    s.on_fold = "twice".into();
+                    s
+                }),
                 "invalid_value",
             ),
         ];

@@ -5,7 +5,7 @@
 //! `fold` (I/O-free per-partition decisions), `store` (StateStore trait + RocksDB),
 //! `restore` (adopt the log before producing, invariant 3), `engine` (what the loop holds
 //! and its steps), `commit` (the commit protocol, invariant 2), `rebalance` (partition
-//! moves), `records` (history records and dead letters), `view` (the regional view's one
+//! moves), `records` (history records and dead letters), `schedules` (timers and firing), `view` (the regional view's one
 //! entry point, invariant 7), `follow` (reading `reconciled` back), `metrics` and `stats`
 //! (counters, where they are counted), `serve` and `feed` (HTTP routes on top of the
 //! runtime's base), `pipeline` (the loop). Kafka plumbing, HTTP base, shutdown and CLI
@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod rebalance;
 pub mod records;
 pub mod restore;
+pub mod schedules;
 pub mod serve;
 pub mod stats;
 pub mod store;

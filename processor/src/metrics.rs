@@ -58,6 +58,14 @@ counters! {
     /// Escrow: transfers of rights this region gave to regions that asked.
     rights_transfers => ("rf_escrow_rights_transfers_total", "Escrow transfers of rights written to history"),
     rights_given => ("rf_escrow_rights_given_total", "Escrow units of rights given to other regions"),
+    /// Schedules: occurrences this region fired as the schedule's home.
+    schedule_fired => ("rf_schedule_fired_total", "Schedule occurrences fired into history by this region as their home"),
+    /// Schedules: occurrences fired after the grace because `reconciled` did not show the home's.
+    schedule_failovers => ("rf_schedule_failover_fired_total", "Schedule occurrences fired by this region as failover (the home's firing was not reconciled within the grace)"),
+    /// Schedules: due occurrences the missed policy dropped (noticed later than the tolerance).
+    schedule_missed => ("rf_schedule_missed_total", "Schedule occurrences not fired because they were noticed later than the tolerance and the missed policy dropped them"),
+    /// Schedules: wall times in a DST gap dropped by `on_gap = skip`.
+    schedule_dst_skipped => ("rf_schedule_dst_skipped_total", "Schedule wall times that did not exist (DST gap) and were skipped by on_gap = skip"),
 }
 
 /// Every series of one processor, in its own registry.
@@ -79,6 +87,9 @@ pub struct ProcessorMetrics {
     pub view_pending_events: IntGaugeVec,
     pub view_held_events: IntGaugeVec,
     pub view_catching_up: IntGaugeVec,
+    pub schedule_due_to_history_seconds: HistogramVec,
+    pub schedule_due_to_reconciled_seconds: HistogramVec,
+    pub schedule_timers: IntGaugeVec,
 }
 
 fn hist(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
@@ -186,6 +197,24 @@ impl ProcessorMetrics {
                 &r,
                 "rf_view_catching_up_partitions",
                 "Owned partitions whose input is paused until their view reads reconciled to the end listed at assignment",
+                &["region"],
+            ),
+            schedule_due_to_history_seconds: hist(
+                &r,
+                "rf_schedule_due_to_history_seconds",
+                "Schedule occurrence's due instant to its fired record's HLC, by this processor's clock (failover firings: the grace included)",
+                vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
+            ),
+            schedule_due_to_reconciled_seconds: hist(
+                &r,
+                "rf_schedule_due_to_reconciled_seconds",
+                "Schedule occurrence's due instant to this processor reading its fired record back from reconciled",
+                vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86400.0],
+            ),
+            schedule_timers: gauge(
+                &r,
+                "rf_schedule_timers",
+                "Schedules of the owned partitions with a next occurrence this region waits for (as home or as failover)",
                 &["region"],
             ),
             registry: r,

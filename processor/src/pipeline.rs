@@ -64,6 +64,7 @@ pub fn run_with(
     stats: SharedStats,
 ) -> Result<()> {
     cfg.validate()?;
+    let _ = stats.clock.set(clock.clone());
     let (s1, s2) = (stats.clone(), stats.clone());
     let base = rf_runtime::http::Base {
         registry: stats.metrics.registry.clone(),
@@ -140,6 +141,9 @@ pub fn run_with(
             eng.on_reconciled(r);
         }
         if let Err(e) = eng.donate().or_else(|e| eng.recover(&consumer, e)) {
+            break Err(e);
+        }
+        if let Err(e) = eng.fire_schedules().or_else(|e| eng.recover(&consumer, e)) {
             break Err(e);
         }
         eng.resume_caught_up(&consumer);

@@ -160,6 +160,7 @@ impl Engine {
                 .with_label_values(&[self.cfg.region.as_str()])
                 .observe(r.elapsed.as_secs_f64());
             self.folds.insert(p, r.fold);
+            self.schedules_assigned(p)?;
             self.last_write
                 .insert(p, Instant::now() - Duration::from_secs(3600));
         }
@@ -219,6 +220,7 @@ impl Engine {
     pub(crate) fn forget(&mut self, partitions: &[i32]) {
         for &p in partitions {
             self.folds.remove(&p);
+            self.timers.forget(p);
             self.offsets.remove(&p);
             self.committed.remove(&p);
             // No stale lag for a partition we no longer own.

@@ -69,6 +69,14 @@ pub fn state_json(stats: &SharedStats, key: &str) -> Option<serde_json::Value> {
                 serde_json::to_value(e.rights_by_region()).unwrap_or_default(),
             );
         }
+        Some(
+            s @ rf_core::AggState::Schedule {
+                spec: Some(spec), ..
+            },
+        ) => {
+            let now = stats.clock.get().map_or(0, |c| c.now_ms());
+            extra.insert("schedule".into(), schedule_json(s, spec, now));
+        }
         _ => {}
     }
     let json = |s: Option<rf_core::AggState>| {
@@ -83,6 +91,48 @@ pub fn state_json(stats: &SharedStats, key: &str) -> Option<serde_json::Value> {
         o.extend(extra);
     }
     Some(out)
+}
+
+/// A schedule's home, next occurrences (in its zone and in UTC) and last firing, for
+/// `/state/{key}`.
+fn schedule_json(
+    s: &rf_core::AggState,
+    spec: &rf_schemas::ScheduleSpec,
+    now_ms: i64,
+) -> serde_json::Value {
+    let next = match rf_core::schedule::Schedule::parse(spec) {
+        Ok(sched) => sched
+            .upcoming(s.schedule_done_ms().max(now_ms), 5)
+            .into_iter()
+            .map(|o| {
+                serde_json::json!({
+                    "wall": o.wall,
+                    "utc": rf_core::schedule::utc(o.at_ms),
+                    "fold": o.fold,
+                    "after_gap": o.after_gap,
+                })
+            })
+            .collect(),
+        Err(e) => vec![serde_json::json!({ "error": e })],
+    };
+    let last = match s {
+        rf_core::AggState::Schedule { last, .. } => last.as_ref().map(|l| {
+            serde_json::json!({
+                "wall": l.wall,
+                "utc": rf_core::schedule::utc(l.at_ms),
+                "fold": l.fold,
+                "region": l.region,
+                "failover": l.failover,
+            })
+        }),
+        _ => None,
+    };
+    serde_json::json!({
+        "home": s.schedule_home(),
+        "now": rf_core::schedule::utc(now_ms),
+        "next": next,
+        "last_fired": last,
+    })
 }
 
 /// One `/feed` change: a reconciled record as read back, with its stable id.

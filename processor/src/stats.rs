@@ -22,6 +22,8 @@ pub struct Stats {
     pub feed: Feed,
     /// Where the HTTP endpoints listen, once started.
     pub http_addr: Mutex<Option<std::net::SocketAddr>>,
+    /// The processor's wall clock (set at start), for what `/state` computes from now.
+    pub clock: std::sync::OnceLock<Arc<dyn rf_core::Clock>>,
 }
 
 impl Stats {
@@ -35,6 +37,7 @@ impl Stats {
             ready: AtomicBool::new(false),
             feed: Feed::default(),
             http_addr: Mutex::new(None),
+            clock: Default::default(),
         }
     }
 }

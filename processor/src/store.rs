@@ -264,6 +264,14 @@ fn view_next_key(p: i32) -> [u8; 5] {
     [b'v', b[0], b[1], b[2], b[3]]
 }
 
+/// In `meta`: one entry per schedule key of a partition (the index the engine's timers
+/// are rebuilt from on assignment, without a scan of every state).
+fn schedule_key(p: i32, key: &str) -> Vec<u8> {
+    let mut v = vec![b's'];
+    v.extend_from_slice(&pkey(p, key));
+    v
+}
+
 fn pending_from_key(p: i32) -> [u8; 5] {
     let b = p.to_be_bytes();
     [b'p', b[0], b[1], b[2], b[3]]
@@ -439,6 +447,24 @@ impl RocksStore {
     }
 
     /// Every (key, JSON value) of one partition in a column family keyed by `pkey`.
+    /// The schedule keys of `partition` this region's own state holds.
+    pub fn schedule_keys(&self, partition: i32) -> Result<Vec<String>> {
+        let prefix = schedule_key(partition, "");
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_META),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item.map_err(store_err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(String::from_utf8(k[prefix.len()..].to_vec()).map_err(store_err)?);
+        }
+        Ok(out)
+    }
+
     fn partition_json<T: serde::de::DeserializeOwned>(
         &self,
         cf: &str,
@@ -538,6 +564,9 @@ impl StateStore for RocksStore {
                 pkey(*p, k),
                 serde_json::to_vec(s).map_err(store_err)?,
             );
+            if matches!(s, AggState::Schedule { .. }) {
+                wb.put_cf(self.cf(CF_META), schedule_key(*p, k), []);
+            }
         }
         for (p, k, id, ts) in &batch.dedup {
             wb.put_cf(self.cf(CF_DEDUP), dkey(*p, k, id), ts.to_be_bytes());

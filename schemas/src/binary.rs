@@ -38,6 +38,16 @@ fn opt_string(out: &mut Vec<u8>, s: &Option<String>) {
     }
 }
 
+fn opt_long(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        None => long(out, 0),
+        Some(v) => {
+            long(out, 1);
+            long(out, v);
+        }
+    }
+}
+
 fn hlc(out: &mut Vec<u8>, h: &Hlc) {
     long(out, h.physical_ms);
     long(out, i64::from(h.logical));
@@ -96,6 +106,24 @@ impl<'a> Reader<'a> {
         match self.long()? {
             0 => Some(None),
             1 => Some(Some(self.string()?)),
+            _ => None,
+        }
+    }
+
+    fn opt_long(&mut self) -> Option<Option<i64>> {
+        match self.long()? {
+            0 => Some(None),
+            1 => Some(Some(self.long()?)),
+            _ => None,
+        }
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        match b {
+            0 => Some(false),
+            1 => Some(true),
             _ => None,
         }
     }
@@ -204,6 +232,33 @@ pub(crate) fn write_event(out: &mut Vec<u8>, e: &Event) {
             long(out, *qty);
             long(out, *request);
         }
+        Op::ScheduleSet(s) => {
+            long(out, 11);
+            string(out, &s.cron);
+            string(out, &s.zone);
+            string(out, &s.payload);
+            opt_string(out, &s.home);
+            string(out, &s.on_gap);
+            string(out, &s.on_fold);
+            string(out, &s.missed);
+            long(out, i64::from(s.catch_up_max));
+            long(out, s.catch_up_window_ms);
+            opt_long(out, s.start_ms);
+            opt_long(out, s.end_ms);
+        }
+        Op::ScheduleCancel { reason } => {
+            long(out, 12);
+            opt_string(out, reason);
+        }
+        Op::ScheduleFired(f) => {
+            long(out, 13);
+            long(out, f.occurrence_ms);
+            long(out, i64::from(f.fold));
+            string(out, &f.wall);
+            string(out, &f.payload);
+            out.push(u8::from(f.failover));
+            long(out, f.missed);
+        }
     }
     opt_string(out, &e.region);
     match e.client_time_ms {
@@ -274,6 +329,30 @@ pub(crate) fn read_event(r: &mut Reader<'_>) -> Option<Event> {
             qty: r.long()?,
             request: r.long()?,
         },
+        11 => Op::ScheduleSet(ScheduleSpec {
+            cron: r.string()?,
+            zone: r.string()?,
+            payload: r.string()?,
+            home: r.opt_string()?,
+            on_gap: r.string()?,
+            on_fold: r.string()?,
+            missed: r.string()?,
+            catch_up_max: r.int()?,
+            catch_up_window_ms: r.long()?,
+            start_ms: r.opt_long()?,
+            end_ms: r.opt_long()?,
+        }),
+        12 => Op::ScheduleCancel {
+            reason: r.opt_string()?,
+        },
+        13 => Op::ScheduleFired(Firing {
+            occurrence_ms: r.long()?,
+            fold: r.int()?,
+            wall: r.string()?,
+            payload: r.string()?,
+            failover: r.boolean()?,
+            missed: r.long()?,
+        }),
         _ => return None,
     };
     let region = r.opt_string()?;
@@ -423,6 +502,54 @@ mod tests {
             Just(Op::Heartbeat),
             (text(), proptest::collection::vec(any::<u8>(), 0..20))
                 .prop_map(|(aggregate, payload)| Op::Custom { aggregate, payload }),
+            (
+                (text(), text(), text(), proptest::option::of(text())),
+                (text(), text(), text(), any::<i32>(), any::<i64>()),
+                (
+                    proptest::option::of(any::<i64>()),
+                    proptest::option::of(any::<i64>())
+                )
+            )
+                .prop_map(
+                    |(
+                        (cron, zone, payload, home),
+                        (on_gap, on_fold, missed, catch_up_max, catch_up_window_ms),
+                        (start_ms, end_ms),
+                    )| {
+                        Op::ScheduleSet(ScheduleSpec {
+                            cron,
+                            zone,
+                            payload,
+                            home,
+                            on_gap,
+                            on_fold,
+                            missed,
+                            catch_up_max,
+                            catch_up_window_ms,
+                            start_ms,
+                            end_ms,
+                        })
+                    }
+                ),
+            proptest::option::of(text()).prop_map(|reason| Op::ScheduleCancel { reason }),
+            (
+                any::<i64>(),
+                any::<i32>(),
+                text(),
+                text(),
+                any::<bool>(),
+                any::<i64>()
+            )
+                .prop_map(|(occurrence_ms, fold, wall, payload, failover, missed)| {
+                    Op::ScheduleFired(Firing {
+                        occurrence_ms,
+                        fold,
+                        wall,
+                        payload,
+                        failover,
+                        missed,
+                    })
+                }),
         ]
     }
 

@@ -300,7 +300,7 @@ impl Codec<Event> {
     pub fn event() -> &'static Codec<Event> {
         static C: OnceLock<Codec<Event>> = OnceLock::new();
         C.get_or_init(|| {
-            Codec::with_reader(avsc::EVENT, &[avsc::EVENT_V1])
+            Codec::with_reader(avsc::EVENT, &[avsc::EVENT_V1, avsc::EVENT_V2])
                 .expect("event.avsc parses")
                 .direct()
         })
@@ -310,9 +310,12 @@ impl Codec<ReconciledEvent> {
     pub fn reconciled() -> &'static Codec<ReconciledEvent> {
         static C: OnceLock<Codec<ReconciledEvent>> = OnceLock::new();
         C.get_or_init(|| {
-            Codec::with_reader(avsc::RECONCILED_EVENT, &[avsc::RECONCILED_EVENT_V1])
-                .expect("reconciled_event.avsc parses")
-                .direct()
+            Codec::with_reader(
+                avsc::RECONCILED_EVENT,
+                &[avsc::RECONCILED_EVENT_V1, avsc::RECONCILED_EVENT_V2],
+            )
+            .expect("reconciled_event.avsc parses")
+            .direct()
         })
     }
 }
@@ -457,8 +460,8 @@ mod tests {
         assert_eq!(ours.to_le_bytes()[..], theirs.bytes[..8]);
         // The values measured with Java's SchemaNormalization / fastavro and with
         // apache-avro / the official Python package (docs/contract.md).
-        assert_eq!(hex(java), "0c9879e9725b416b");
-        assert_eq!(hex(ours), "5c3af1ce1335e6d1");
+        assert_eq!(hex(java), "6ee599fe10bed641");
+        assert_eq!(hex(ours), "c802e1e0acc249c0");
         assert_eq!(Codec::event().fingerprint(), java);
         let e = Event::new("x", "k", Op::CounterAdd { delta: 1 });
         let written = Codec::event().encode(&e).unwrap();
@@ -504,6 +507,8 @@ mod tests {
                     ("conflict.avsc", 1) => "previous/conflict.v1.avsc".to_owned(),
                     ("event.avsc", 1) => "previous/event.v1.avsc".to_owned(),
                     ("reconciled_event.avsc", 1) => "previous/reconciled_event.v1.avsc".to_owned(),
+                    ("event.avsc", 2) => "previous/event.v2.avsc".to_owned(),
+                    ("reconciled_event.avsc", 2) => "previous/reconciled_event.v2.avsc".to_owned(),
                     (f, i) => panic!("{f}: writer {i} has no published file"),
                 };
                 expected.push((hex(fp), file, written));

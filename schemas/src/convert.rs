@@ -45,6 +45,13 @@ fn opt_str(v: &Option<String>) -> Value {
     }
 }
 
+fn opt_long(v: Option<i64>) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(x) => Value::Union(1, Box::new(Value::Long(x))),
+    }
+}
+
 fn hlc_value(h: &Hlc) -> Value {
     rec(vec![
         ("physical_ms", Value::Long(h.physical_ms)),
@@ -95,6 +102,15 @@ impl Fields {
             self.optional(name)
         } else {
             Ok(None)
+        }
+    }
+
+    fn opt_long(&mut self, name: &str) -> Result<Option<i64>, String> {
+        match self.optional(name)? {
+            None => Ok(None),
+            Some(Value::Long(x)) => Ok(Some(x)),
+            Some(Value::Int(x)) => Ok(Some(x.into())),
+            Some(other) => Err(format!("field {name}: expected long, got {other:?}")),
         }
     }
 
@@ -212,6 +228,34 @@ fn op_value(op: &Op) -> Value {
                 ("request", Value::Long(*request)),
             ]),
         ),
+        Op::ScheduleSet(x) => (
+            11,
+            rec(vec![
+                ("cron", s(&x.cron)),
+                ("zone", s(&x.zone)),
+                ("payload", s(&x.payload)),
+                ("home", opt_str(&x.home)),
+                ("on_gap", s(&x.on_gap)),
+                ("on_fold", s(&x.on_fold)),
+                ("missed", s(&x.missed)),
+                ("catch_up_max", Value::Int(x.catch_up_max)),
+                ("catch_up_window_ms", Value::Long(x.catch_up_window_ms)),
+                ("start_ms", opt_long(x.start_ms)),
+                ("end_ms", opt_long(x.end_ms)),
+            ]),
+        ),
+        Op::ScheduleCancel { reason } => (12, rec(vec![("reason", opt_str(reason))])),
+        Op::ScheduleFired(x) => (
+            13,
+            rec(vec![
+                ("occurrence_ms", Value::Long(x.occurrence_ms)),
+                ("fold", Value::Int(x.fold)),
+                ("wall", s(&x.wall)),
+                ("payload", s(&x.payload)),
+                ("failover", Value::Boolean(x.failover)),
+                ("missed", Value::Long(x.missed)),
+            ]),
+        ),
     };
     Value::Union(i, Box::new(v))
 }
@@ -294,6 +338,41 @@ fn op_from(v: Value) -> Result<Op, String> {
             qty: f.long("qty")?,
             request: f.long("request")?,
         },
+        11 => Op::ScheduleSet(ScheduleSpec {
+            cron: f.string("cron")?,
+            zone: f.string("zone")?,
+            payload: f.string("payload")?,
+            home: match f.optional("home")? {
+                None => None,
+                Some(Value::String(x)) => Some(x),
+                Some(other) => return Err(format!("home: {other:?}")),
+            },
+            on_gap: f.string("on_gap")?,
+            on_fold: f.string("on_fold")?,
+            missed: f.string("missed")?,
+            catch_up_max: f.int("catch_up_max")?,
+            catch_up_window_ms: f.long("catch_up_window_ms")?,
+            start_ms: f.opt_long("start_ms")?,
+            end_ms: f.opt_long("end_ms")?,
+        }),
+        12 => Op::ScheduleCancel {
+            reason: match f.optional("reason")? {
+                None => None,
+                Some(Value::String(x)) => Some(x),
+                Some(other) => return Err(format!("reason: {other:?}")),
+            },
+        },
+        13 => Op::ScheduleFired(Firing {
+            occurrence_ms: f.long("occurrence_ms")?,
+            fold: f.int("fold")?,
+            wall: f.string("wall")?,
+            payload: f.string("payload")?,
+            failover: match f.take("failover")? {
+                Value::Boolean(b) => b,
+                other => return Err(format!("failover: expected boolean, got {other:?}")),
+            },
+            missed: f.long("missed")?,
+        }),
         n => return Err(format!("op: unknown union branch {n}")),
     })
 }

@@ -24,4 +24,7 @@ pub mod avsc {
     /// `RightsRequest`, `RightsTransfer`).
     pub const EVENT_V1: &str = include_str!("../avro/previous/event.v1.avsc");
     pub const RECONCILED_EVENT_V1: &str = include_str!("../avro/previous/reconciled_event.v1.avsc");
+    /// Before the schedule aggregate (`ScheduleSet`, `ScheduleCancel`, `ScheduleFired`).
+    pub const EVENT_V2: &str = include_str!("../avro/previous/event.v2.avsc");
+    pub const RECONCILED_EVENT_V2: &str = include_str!("../avro/previous/reconciled_event.v2.avsc");
 }

@@ -86,6 +86,66 @@ pub enum Op {
         qty: i64,
         request: i64,
     },
+    /// Set or replace the schedule of this key (the schedule aggregate).
+    ScheduleSet(ScheduleSpec),
+    /// Stop the schedule of this key (`reason` is for the record).
+    ScheduleCancel {
+        reason: Option<String>,
+    },
+    /// One occurrence fired, by the schedule's home region (or another after the grace).
+    /// Written by processors only; its event id is the occurrence's id.
+    ScheduleFired(Firing),
+}
+
+/// A schedule as `ScheduleSet` carries it. Policies are strings (validated by
+/// `rf_core::schedule`, an unknown one is an `invalid_value` dead letter).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    pub cron: String,
+    pub zone: String,
+    pub payload: String,
+    pub home: Option<String>,
+    pub on_gap: String,
+    pub on_fold: String,
+    pub missed: String,
+    pub catch_up_max: i32,
+    pub catch_up_window_ms: i64,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+}
+
+impl ScheduleSpec {
+    /// A schedule with the schema's default policies.
+    pub fn new(
+        cron: impl Into<String>,
+        zone: impl Into<String>,
+        payload: impl Into<String>,
+    ) -> Self {
+        ScheduleSpec {
+            cron: cron.into(),
+            zone: zone.into(),
+            payload: payload.into(),
+            home: None,
+            on_gap: "after_gap".into(),
+            on_fold: "first".into(),
+            missed: "coalesce".into(),
+            catch_up_max: 10,
+            catch_up_window_ms: 86_400_000,
+            start_ms: None,
+            end_ms: None,
+        }
+    }
+}
+
+/// One fired occurrence (`ScheduleFired`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Firing {
+    pub occurrence_ms: i64,
+    pub fold: i32,
+    pub wall: String,
+    pub payload: String,
+    pub failover: bool,
+    pub missed: i64,
 }
 
 /// A put's identity in the version vectors: the accepting region and its sequence number
@@ -117,6 +177,9 @@ impl Op {
             Op::Custom { .. } => "CustomOp",
             Op::RightsRequest { .. } => "RightsRequest",
             Op::RightsTransfer { .. } => "RightsTransfer",
+            Op::ScheduleSet(_) => "ScheduleSet",
+            Op::ScheduleCancel { .. } => "ScheduleCancel",
+            Op::ScheduleFired(_) => "ScheduleFired",
         }
     }
 
@@ -138,7 +201,10 @@ impl Op {
     pub fn is_reserved(&self) -> bool {
         matches!(
             self,
-            Op::Heartbeat | Op::RightsRequest { .. } | Op::RightsTransfer { .. }
+            Op::Heartbeat
+                | Op::RightsRequest { .. }
+                | Op::RightsTransfer { .. }
+                | Op::ScheduleFired(_)
         )
     }
 }

@@ -254,6 +254,7 @@ def upstream_ops(prefix: str, library: str):
     (needs a registered user aggregate) are not upstream ops of the built-in families."""
     likes, profile, board = f"{prefix}:likes:1", f"{prefix}:profile:1", f"{prefix}:board:1"
     sku, chat = f"{prefix}:sku:1", f"{prefix}:chat:1"
+    sched = f"{prefix}:reminder:1"
     return [
         (likes, "CounterAdd", {"delta": 3}),
         (likes, "CounterAdd", {"delta": -1}),
@@ -265,6 +266,13 @@ def upstream_ops(prefix: str, library: str):
         (sku, "Reserve", {"order_id": "o1", "qty": 2}),
         (sku, "Release", {"order_id": "o1"}),
         (chat, "MessagePost", {"author": f"{library}-user", "text": f"hello from {library}"}),
+        # Every field given: the schedule's policies are strings, its bounds nullable.
+        (sched, "ScheduleSet", {
+            "cron": "0 9 * * MON-FRI", "zone": "Asia/Kolkata", "payload": f"standup-{library}",
+            "home": None, "on_gap": "after_gap", "on_fold": "first", "missed": "coalesce",
+            "catch_up_max": 10, "catch_up_window_ms": 86400000, "start_ms": None, "end_ms": None,
+        }),
+        (sched, "ScheduleCancel", {"reason": None}),
     ]
 
 

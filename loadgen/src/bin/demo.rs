@@ -139,6 +139,9 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
     for n in &names {
         let mut cfg = cluster.processor_config(n, 0);
         cfg.escrow_split = names.iter().map(|r| (r.to_string(), 1)).collect();
+        // Schedules: the other regions fire an occurrence 5 s after it is due when the
+        // home's firing has not reached them through `reconciled` by then.
+        cfg.schedule_grace_ms = SCHEDULE_GRACE_MS as u64;
         cluster.start_processor_with(cfg, 0, std::sync::Arc::new(rf_core::SystemClock));
     }
     cluster.start_reconciler();
@@ -149,7 +152,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         all_aggregates: true,
         ..Workload::default()
     };
-    let (records, ledger) = generate(&w, names.len());
+    let (records, mut ledger) = generate(&w, names.len());
     println!(
         "== sending {} records: {} distinct events (counters, registers, leaderboards, inventory, chat), {} retries, {} failovers to another region, {} malformed",
         records.len(), ledger.distinct.len(), ledger.retries_same_region, ledger.failovers, ledger.malformed
@@ -164,6 +167,11 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
             .and_then(|x| x.stats.watermark_lag_ms.lock().ok()?.get(r).copied())
             .unwrap_or(0)
     };
+    // Reminders, one per zone, each at home in one region (every 10 s of its wall clock).
+    let reminders = reminder_sets(&names, &mut ledger);
+    println!("== schedules: {} reminders (a zone each, every 10 s of local time), set through their home regions", reminders.len());
+    publisher.send(&reminders, |_| {});
+    publisher.flush()?;
     let (first, rest) = records.split_at(total * 2 / 5);
     let (during, after) = rest.split_at(if args.no_partition { 0 } else { total * 2 / 5 });
     publisher.send(first, |_| {});
@@ -192,6 +200,15 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
         let idx = names.len() - 1;
         let accepted = |c: &Cluster| c.processors[idx].stats.counters.accepted.get();
         let (acc0, rec0) = (accepted(&cluster), reconciled_now(&cluster));
+        // The sale closes at a local instant in Paris 3 s from now (a midnight would be hours
+        // away; a wall time is a wall time): at home in the region about to be cut.
+        let close = sale_close(idx, wall_ms() + 3_000, &mut ledger);
+        println!(
+            "== schedule: flash sale closes at {} (Europe/Paris), home {cut}",
+            close.1
+        );
+        publisher.send(&[close.0], |_| {});
+        publisher.flush()?;
         cluster.cut(cut)?;
         let cut_at = Instant::now();
         cut_wall.0 = wall_ms();
@@ -361,6 +378,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
             }
         }
     }
+    print_schedules(&cluster);
     println!("   merged state of a few keys:");
     for (k, s) in &report.sample_states {
         println!("     {k:<22} {s}");
@@ -384,6 +402,133 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<bool, String> {
             println!("   - {p}");
         }
         Ok(false)
+    }
+}
+
+const SCHEDULE_GRACE_MS: i64 = 5_000;
+
+fn schedule_record(
+    region: usize,
+    key: &str,
+    spec: rf_schemas::ScheduleSpec,
+    ledger: &mut rf_harness::workload::Ledger,
+) -> rf_harness::workload::Outgoing {
+    let id = format!("set:{key}");
+    let ev = rf_schemas::Event::new(id.clone(), key, rf_schemas::Op::ScheduleSet(spec));
+    ledger.distinct.insert((key.to_owned(), id), ev.op.clone());
+    ledger.records += 1;
+    rf_harness::workload::Outgoing {
+        region,
+        key: key.to_owned(),
+        payload: rf_schemas::Codec::event().encode(&ev).expect("encodes"),
+    }
+}
+
+/// A reminder per zone, every 10 s of local wall time, for the next 10 minutes; home: the
+/// region it is sent to.
+fn reminder_sets(
+    names: &[&str],
+    ledger: &mut rf_harness::workload::Ledger,
+) -> Vec<rf_harness::workload::Outgoing> {
+    let zones = [
+        "America/New_York",
+        "Europe/London",
+        "Asia/Kolkata",
+        "Australia/Lord_Howe",
+    ];
+    zones
+        .iter()
+        .enumerate()
+        .map(|(i, zone)| {
+            let mut spec = rf_schemas::ScheduleSpec::new(
+                "*/10 * * * * *",
+                *zone,
+                format!("remind the users in {zone}"),
+            );
+            spec.missed = "catch_up".into();
+            spec.end_ms = Some(wall_ms() + 600_000);
+            let key = format!("reminder:{}", zone.to_lowercase().replace('/', "-"));
+            schedule_record(i % names.len(), &key, spec, ledger)
+        })
+        .collect()
+}
+
+/// The sale's closing time: the Paris wall time of `at_ms` as a one-off cron expression.
+fn sale_close(
+    region: usize,
+    at_ms: i64,
+    ledger: &mut rf_harness::workload::Ledger,
+) -> (rf_harness::workload::Outgoing, String) {
+    let probe = rf_schemas::ScheduleSpec::new("* * * * * *", "Europe/Paris", "");
+    let sched = rf_core::schedule::Schedule::parse(&probe).expect("valid");
+    let wall = sched.wall(at_ms / 1000);
+    // "2026-12-02T20:41:05+01:00" -> seconds minutes hours day month
+    let (date, time) = wall.split_at(10);
+    let f = |s: &str| s.trim_start_matches('0').parse::<u32>().unwrap_or(0);
+    let (mo, d) = (f(&date[5..7]), f(&date[8..10]));
+    let (h, mi, se) = (f(&time[1..3]), f(&time[4..6]), f(&time[7..9]));
+    let mut spec = rf_schemas::ScheduleSpec::new(
+        format!("{se} {mi} {h} {d} {mo} *"),
+        "Europe/Paris",
+        "close flash sale stock:*",
+    );
+    spec.end_ms = Some(at_ms + 1_000);
+    (
+        schedule_record(region, "sale-close:paris", spec, ledger),
+        wall,
+    )
+}
+
+/// What fired where and when: per schedule, the occurrences in `reconciled`, by whom, and
+/// the copies that were dropped.
+fn print_schedules(cluster: &Cluster) {
+    let Ok(rec) = rf_harness::check::read_reconciled(cluster) else {
+        return;
+    };
+    let mut per_key: std::collections::BTreeMap<String, Vec<(String, String, bool, i64)>> =
+        Default::default();
+    for (_, r) in &rec {
+        if let rf_schemas::Op::ScheduleFired(f) = &r.event.op {
+            let late = r.event.hlc.map_or(0, |h| h.physical_ms) - f.occurrence_ms;
+            per_key.entry(r.event.key.clone()).or_default().push((
+                f.wall.clone(),
+                r.event.region.clone().unwrap_or_default(),
+                f.failover,
+                late,
+            ));
+        }
+    }
+    let mut copies = 0;
+    let mut failover_copies = 0;
+    for (_, b) in &cluster.regions {
+        if let Ok(h) = rf_harness::check::read_history_events(&b.bootstrap(), cluster.partitions) {
+            for (_, e) in h {
+                if let rf_schemas::Op::ScheduleFired(f) = &e.op {
+                    copies += 1;
+                    failover_copies += usize::from(f.failover);
+                }
+            }
+        }
+    }
+    let kept: usize = per_key.values().map(Vec::len).sum();
+    println!(
+        "   schedules           {kept} occurrences in reconciled, each once; {copies} fired records in the histories ({failover_copies} failover copies after the {} s grace); the extra copies are CROSS_REGION_DUPLICATE conflicts",
+        SCHEDULE_GRACE_MS / 1000
+    );
+    for (key, fired) in &per_key {
+        let (first, last) = (&fired[0], &fired[fired.len() - 1]);
+        let by: std::collections::BTreeSet<String> = fired
+            .iter()
+            .map(|(_, r, f, _)| format!("{r}{}", if *f { " (failover)" } else { "" }))
+            .collect();
+        let worst = fired.iter().map(|x| x.3).max().unwrap_or(0);
+        println!(
+            "     {key:<34} {} fired, {} .. {} local, kept from {:?}, due -> history at most {worst} ms",
+            fired.len(),
+            first.0,
+            last.0,
+            by
+        );
     }
 }
 
