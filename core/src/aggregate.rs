@@ -632,7 +632,7 @@ fn apply_step(state: &mut Option<AggState>, ev: &Event) -> Result<Applied, Inval
             },
             Op::ScheduleSet(new),
         ) => {
-            *spec = Some(new.clone());
+            *spec = Some((**new).clone());
             *since_ms = ev.hlc.map_or(0, |h| h.physical_ms);
             *set_by = ev.region.clone();
             Applied::Applied

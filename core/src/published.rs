@@ -78,7 +78,7 @@ pub enum Published {
     },
     /// The whole schedule state (small: the spec and the last firing).
     Schedule {
-        spec: Option<rf_schemas::ScheduleSpec>,
+        spec: Option<Box<rf_schemas::ScheduleSpec>>,
         since_ms: i64,
         set_by: Option<String>,
         last: Option<crate::aggregate::LastFired>,
@@ -181,7 +181,7 @@ pub fn publish(state: &AggState, ev: &Event) -> Published {
             fired,
             failovers,
         } => Published::Schedule {
-            spec: spec.clone(),
+            spec: spec.clone().map(Box::new),
             since_ms: *since_ms,
             set_by: set_by.clone(),
             last: last.clone(),

@@ -683,12 +683,18 @@ mod tests {
             ),
             (
                 "t",
-                Op::ScheduleSet(rf_schemas::ScheduleSpec::new("0 9 * *", "UTC", "")),
+                Op::ScheduleSet(Box::new(rf_schemas::ScheduleSpec::new(
+                    "0 9 * *", "UTC", "",
+                ))),
                 "invalid_value",
             ),
             (
                 "t",
-                Op::ScheduleSet(rf_schemas::ScheduleSpec::new("0 9 * * *", "Mars/Base", "")),
+                Op::ScheduleSet(Box::new(rf_schemas::ScheduleSpec::new(
+                    "0 9 * * *",
+                    "Mars/Base",
+                    "",
+                ))),
                 "invalid_value",
             ),
             (
@@ -696,7 +702,7 @@ mod tests {
                 Op::ScheduleSet({
                     let mut s = rf_schemas::ScheduleSpec::new("0 9 * * *", "UTC", "");
                     s.on_fold = "twice".into();
-                    s
+                    Box::new(s)
                 }),
                 "invalid_value",
             ),

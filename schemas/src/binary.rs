@@ -329,7 +329,7 @@ pub(crate) fn read_event(r: &mut Reader<'_>) -> Option<Event> {
             qty: r.long()?,
             request: r.long()?,
         },
-        11 => Op::ScheduleSet(ScheduleSpec {
+        11 => Op::ScheduleSet(Box::new(ScheduleSpec {
             cron: r.string()?,
             zone: r.string()?,
             payload: r.string()?,
@@ -341,7 +341,7 @@ pub(crate) fn read_event(r: &mut Reader<'_>) -> Option<Event> {
             catch_up_window_ms: r.long()?,
             start_ms: r.opt_long()?,
             end_ms: r.opt_long()?,
-        }),
+        })),
         12 => Op::ScheduleCancel {
             reason: r.opt_string()?,
         },
@@ -516,7 +516,7 @@ mod tests {
                         (on_gap, on_fold, missed, catch_up_max, catch_up_window_ms),
                         (start_ms, end_ms),
                     )| {
-                        Op::ScheduleSet(ScheduleSpec {
+                        Op::ScheduleSet(Box::new(ScheduleSpec {
                             cron,
                             zone,
                             payload,
@@ -528,7 +528,7 @@ mod tests {
                             catch_up_window_ms,
                             start_ms,
                             end_ms,
-                        })
+                        }))
                     }
                 ),
             proptest::option::of(text()).prop_map(|reason| Op::ScheduleCancel { reason }),

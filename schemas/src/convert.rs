@@ -338,7 +338,7 @@ fn op_from(v: Value) -> Result<Op, String> {
             qty: f.long("qty")?,
             request: f.long("request")?,
         },
-        11 => Op::ScheduleSet(ScheduleSpec {
+        11 => Op::ScheduleSet(Box::new(ScheduleSpec {
             cron: f.string("cron")?,
             zone: f.string("zone")?,
             payload: f.string("payload")?,
@@ -354,7 +354,7 @@ fn op_from(v: Value) -> Result<Op, String> {
             catch_up_window_ms: f.long("catch_up_window_ms")?,
             start_ms: f.opt_long("start_ms")?,
             end_ms: f.opt_long("end_ms")?,
-        }),
+        })),
         12 => Op::ScheduleCancel {
             reason: match f.optional("reason")? {
                 None => None,

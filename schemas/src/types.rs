@@ -87,7 +87,7 @@ pub enum Op {
         request: i64,
     },
     /// Set or replace the schedule of this key (the schedule aggregate).
-    ScheduleSet(ScheduleSpec),
+    ScheduleSet(Box<ScheduleSpec>),
     /// Stop the schedule of this key (`reason` is for the record).
     ScheduleCancel {
         reason: Option<String>,

@@ -50,8 +50,13 @@ fn spec(i: usize, start: i64, end: i64) -> ScheduleSpec {
     let (zone, cron) = PLAN[i % PLAN.len()];
     let mut s = ScheduleSpec::new(cron, zone, format!("payload-{i}"));
     s.home = Some(if i % 5 == 4 { "b" } else { "a" }.into());
-    s.on_gap = if i % 3 == 0 { "skip" } else { "after_gap" }.into();
-    s.on_fold = if i % 2 == 0 { "both" } else { "first" }.into();
+    s.on_gap = if i.is_multiple_of(3) {
+        "skip"
+    } else {
+        "after_gap"
+    }
+    .into();
+    s.on_fold = if i.is_multiple_of(2) { "both" } else { "first" }.into();
     s.missed = match (i / 10) % 10 {
         0 => "skip",
         1 => "coalesce",
@@ -144,7 +149,11 @@ fn schedules_fire_once_across_regions_through_kill9_and_a_cut() {
         .enumerate()
         .map(|(i, s)| {
             let key = format!("sched-{i:04}");
-            let ev = Event::new(format!("set-{i}"), key.clone(), Op::ScheduleSet(s.clone()));
+            let ev = Event::new(
+                format!("set-{i}"),
+                key.clone(),
+                Op::ScheduleSet(Box::new(s.clone())),
+            );
             Outgoing {
                 region: i % 2,
                 key,

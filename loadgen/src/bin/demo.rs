@@ -414,7 +414,7 @@ fn schedule_record(
     ledger: &mut rf_harness::workload::Ledger,
 ) -> rf_harness::workload::Outgoing {
     let id = format!("set:{key}");
-    let ev = rf_schemas::Event::new(id.clone(), key, rf_schemas::Op::ScheduleSet(spec));
+    let ev = rf_schemas::Event::new(id.clone(), key, rf_schemas::Op::ScheduleSet(Box::new(spec)));
     ledger.distinct.insert((key.to_owned(), id), ev.op.clone());
     ledger.records += 1;
     rf_harness::workload::Outgoing {
